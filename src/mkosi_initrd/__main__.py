@@ -1,0 +1,3 @@
+from mkosi_initrd.cli import main
+
+raise SystemExit(main())
