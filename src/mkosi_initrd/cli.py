@@ -20,23 +20,61 @@ COMMANDS = ("build", "plan", "inspect")
 
 def _selection_options(p: argparse.ArgumentParser) -> None:
     """Options that decide what goes into the initrd (shared by build and plan)."""
-    p.add_argument("-k", "--kernel-version", dest="kver", metavar="KVER",
-                   help="kernel version (default: the running kernel, or the only one installed in --root)")
-    p.add_argument("--root", type=Path, default=Path("/"),
-                   help="root of the installed system to take packages, modules and config from (default /)")
-    p.add_argument("-g", "--generic", action="store_true",
-                   help="build a generic initrd: no host-specific modules or configuration")
-    p.add_argument("--profile", action="append", default=[], choices=PROFILES,
-                   help="add a profile's packages and modules (repeatable)")
+    p.add_argument(
+        "-k",
+        "--kernel-version",
+        dest="kver",
+        metavar="KVER",
+        help="kernel version (default: the running kernel, or the only one installed in --root)",
+    )
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=Path("/"),
+        help="root of the installed system to take packages, modules and config from (default /)",
+    )
+    p.add_argument(
+        "-g",
+        "--generic",
+        action="store_true",
+        help="build a generic initrd: no host-specific modules or configuration",
+    )
+    p.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        choices=PROFILES,
+        help="add a profile's packages and modules (repeatable)",
+    )
     p.add_argument("--backend", choices=("rpm", "dpkg"), help="package database backend (default: detect)")
-    p.add_argument("--add-package", action="append", default=[], metavar="ENTRY",
-                   help="also include a package, virtual provide or file path (repeatable)")
-    p.add_argument("--remove-package", action="append", default=[], metavar="NAME",
-                   help="leave out a package (repeatable)")
-    p.add_argument("--add-module", action="append", default=[], metavar="PATTERN",
-                   help="module pattern to include, '-PATTERN' to exclude (repeatable)")
-    p.add_argument("--add-firmware", action="append", default=[], metavar="GLOB",
-                   help="firmware glob relative to /usr/lib/firmware to include (repeatable)")
+    p.add_argument(
+        "--add-package",
+        action="append",
+        default=[],
+        metavar="ENTRY",
+        help="also include a package, virtual provide or file path (repeatable)",
+    )
+    p.add_argument(
+        "--remove-package",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave out a package (repeatable)",
+    )
+    p.add_argument(
+        "--add-module",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="module pattern to include, '-PATTERN' to exclude (repeatable)",
+    )
+    p.add_argument(
+        "--add-firmware",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="firmware glob relative to /usr/lib/firmware to include (repeatable)",
+    )
     p.add_argument("--with-recommends", action="store_true", help="also follow weak dependencies")
     p.add_argument("--sysfs", type=Path, default=None, help=argparse.SUPPRESS)  # host probes, for tests
     p.add_argument("--procfs", type=Path, default=None, help=argparse.SUPPRESS)
@@ -49,11 +87,18 @@ def _build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--format", choices=("cpio", "uki"), default="cpio", help="output format")
     p.add_argument("--compression", choices=COMPRESSIONS, help="compressor for the cpio (default zstd)")
     p.add_argument("--level", type=int, help="compression level (default: zstd 3)")
-    p.add_argument("--microcode-output", type=Path, metavar="PATH",
-                   help="write the early microcode cpio here (x86; default: prepend nothing)")
+    p.add_argument(
+        "--microcode-output",
+        type=Path,
+        metavar="PATH",
+        help="write the early microcode cpio here (x86; default: prepend nothing)",
+    )
+    p.add_argument("--no-microcode", action="store_true", help="no early microcode cpio")
     p.add_argument("--no-cache", action="store_true", help="do not reuse or store a cached result")
     uki = p.add_argument_group("UKI (--format uki)")
-    uki.add_argument("--kernel-image", type=Path, help="kernel image (default /usr/lib/modules/KVER/vmlinuz)")
+    uki.add_argument(
+        "--kernel-image", type=Path, help="kernel image (default /usr/lib/modules/KVER/vmlinuz)"
+    )
     uki.add_argument("--cmdline", help="kernel command line (default: /etc/kernel/cmdline, /proc/cmdline)")
     uki.add_argument("--stub", type=Path, help="systemd-stub to use")
     uki.add_argument("--os-release", type=Path, help="os-release for .osrel (default: the root's)")
@@ -62,8 +107,12 @@ def _build_options(p: argparse.ArgumentParser) -> None:
     uki.add_argument("--secureboot-private-key", type=Path, metavar="KEY")
     uki.add_argument("--secureboot-certificate", type=Path, metavar="CERT")
     uki.add_argument("--signtool", choices=("sbsign", "systemd-sbsign"))
-    uki.add_argument("--sign-kernel", action=argparse.BooleanOptionalAction, default=None,
-                     help="sign the inner kernel too (default: only when it is unsigned and keys are given)")
+    uki.add_argument(
+        "--sign-kernel",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="sign the inner kernel too (default: only when it is unsigned and keys are given)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,11 +150,15 @@ def default_kver(root: Path) -> str:
     moddir = root / "usr/lib/modules"
     if (moddir / running).is_dir():
         return running
-    kvers = sorted(p.name for p in moddir.glob("*") if (p / "modules.dep").exists()) if moddir.is_dir() else []
+    kvers = (
+        sorted(p.name for p in moddir.glob("*") if (p / "modules.dep").exists()) if moddir.is_dir() else []
+    )
     if len(kvers) == 1:
         return kvers[0]
     if not kvers:
-        raise InitrdError(f"no kernel installed in {moddir}", hint="install a kernel package, or pass -k KVER")
+        raise InitrdError(
+            f"no kernel installed in {moddir}", hint="install a kernel package, or pass -k KVER"
+        )
     raise InitrdError(f"several kernels in {moddir}: {' '.join(kvers)}", hint="choose one with -k KVER")
 
 
@@ -131,10 +184,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from mkosi_initrd.build import build
+    from mkosi_initrd.build import build, options_from_args
 
     start = time.monotonic()
-    result = build(make_config(args), args)
+    config = make_config(args)
+    result = build(config, options_from_args(config, args))
     print(f"{result.summary} in {time.monotonic() - start:.2f}s")
     return 0
 

@@ -90,9 +90,17 @@ class Plan:
             "backend": self.backend,
             "generic": self.generic,
             "profiles": list(self.profiles),
-            "os_release": {k: self.os_release[k] for k in ("ID", "ID_LIKE", "VERSION_ID") if k in self.os_release},
+            "os_release": {
+                k: self.os_release[k] for k in ("ID", "ID_LIKE", "VERSION_ID") if k in self.os_release
+            },
             "packages": [
-                {"name": p.name, "nevra": p.nevra, "reason": list(p.reason), "files": p.files, "bytes": p.bytes}
+                {
+                    "name": p.name,
+                    "nevra": p.nevra,
+                    "reason": list(p.reason),
+                    "files": p.files,
+                    "bytes": p.bytes,
+                }
                 for p in self.packages
             ],
             "cut_edges": [vars(c) for c in self.cut_edges],
