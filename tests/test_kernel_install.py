@@ -1,0 +1,388 @@
+"""The kernel-install plugin, run by the real /usr/bin/kernel-install (systemd 252 here).
+
+Everything kernel-install touches is redirected to temporary directories: KERNEL_INSTALL_CONF_ROOT
+(install.conf), BOOT_ROOT, MACHINE_ID and KERNEL_INSTALL_PLUGINS (our install.d script, systemd's own
+90-loaderentry.install, and a probe that records the staging area). Nothing under the real /boot or
+/etc is written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mkosi_initrd import kernel_install as ki
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN = REPO / "install.d/50-mkosi-initrd.install"
+KERNEL_INSTALL = Path("/usr/bin/kernel-install")
+LOADERENTRY = Path("/usr/lib/kernel/install.d/90-loaderentry.install")
+STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
+MACHINE_ID = "0123456789abcdef0123456789abcdef"
+MISSING_KVER = "0.0.0-no-such-kernel"
+
+needs_kernel_install = pytest.mark.skipif(
+    not KERNEL_INSTALL.exists(), reason="systemd kernel-install missing"
+)
+
+# Records what the plugins before it left in the staging area, and that it ran at all (a plugin exiting
+# 77 would stop kernel-install before it).
+PROBE = """#!/bin/sh
+mkdir -p "$PROBE_DIR/staging"
+cp -a "$KERNEL_INSTALL_STAGING_AREA/." "$PROBE_DIR/staging/"
+echo "$1 $2" >>"$PROBE_DIR/ran"
+"""
+
+# Stands in for mkosi's own plugin: it writes $STAGING/initrd after us.
+FAKE_MKOSI = """#!/bin/sh
+[ "$1" = add ] && echo mkosi >"$KERNEL_INSTALL_STAGING_AREA/initrd"
+exit 0
+"""
+
+
+def script(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+@dataclass
+class KernelInstall:
+    tmp: Path
+    conf_root: Path
+    boot: Path
+    probe: Path
+    plugins: list[Path]
+
+    def configure(self, text: str) -> None:
+        (self.conf_root / "install.conf").write_text(text)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KERNEL_INSTALL_", "MKOSI_INITRD"))}
+        env.pop("BOOT_ROOT", None)
+        env.update(
+            KERNEL_INSTALL_CONF_ROOT=str(self.conf_root),
+            KERNEL_INSTALL_PLUGINS=" ".join(map(str, self.plugins)),
+            BOOT_ROOT=str(self.boot),
+            MACHINE_ID=MACHINE_ID,
+            MKOSI_INITRD_PYTHON=sys.executable,
+            PYTHONPATH=str(REPO / "src"),
+            PROBE_DIR=str(self.probe),
+            TMPDIR=str(self.tmp),  # kernel-install's staging area
+        )
+        env.update(extra)
+        return env
+
+    def run(self, *args: str | Path, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(KERNEL_INSTALL), *map(str, args)],
+            env=self.env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    @property
+    def staged(self) -> list[str]:
+        staging = self.probe / "staging"
+        return sorted(p.name for p in staging.iterdir()) if staging.is_dir() else []
+
+    @property
+    def probe_ran(self) -> bool:
+        return (self.probe / "ran").exists()
+
+    def entry(self, kver: str) -> Path:
+        return self.boot / "loader/entries" / f"{MACHINE_ID}-{kver}.conf"
+
+
+@pytest.fixture
+def kinst(tmp_path: Path) -> KernelInstall:
+    conf_root, boot, probe = tmp_path / "conf", tmp_path / "boot", tmp_path / "probe"
+    for d in (conf_root, boot, probe):
+        d.mkdir()
+    plugins = [PLUGIN, LOADERENTRY, script(tmp_path / "99-probe.install", PROBE)]
+    return KernelInstall(tmp_path, conf_root, boot, probe, plugins)
+
+
+@pytest.fixture
+def vmlinuz(tmp_path: Path) -> Path:
+    """A kernel image for tests that must not build: kernel-install only checks that it is a file."""
+    path = tmp_path / "vmlinuz"
+    path.write_bytes(b"MZ not really a kernel")
+    return path
+
+
+@pytest.fixture
+def uki(tmp_path: Path) -> Path:
+    """A unified kernel image: systemd's stub with a .linux section."""
+    if not STUB.exists() or not shutil.which("objcopy"):
+        pytest.skip("needs systemd-boot's EFI stub and objcopy")
+    linux = tmp_path / "linux"
+    linux.write_bytes(b"kernel")
+    out = tmp_path / "uki.efi"
+    subprocess.run(
+        [
+            "objcopy",
+            "--add-section",
+            f".linux={linux}",
+            "--change-section-vma",
+            ".linux=0x2000000",
+            STUB,
+            out,
+        ],
+        check=True,
+    )
+    return out
+
+
+def run_plugin(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The install.d script called directly, as a misbehaving caller might."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("KERNEL_INSTALL_")}
+    base.update(MKOSI_INITRD_PYTHON=sys.executable, PYTHONPATH=str(REPO / "src"), **env)
+    return subprocess.run([str(PLUGIN), *args], env=base, capture_output=True, text=True, timeout=120)
+
+
+# ---- decisions (pure) --------------------------------------------------------------------------------
+
+
+def ctx(**kw: object) -> ki.Context:
+    base: dict[str, object] = dict(
+        layout="bls",
+        initrd_generator="mkosi-initrd",
+        image_type="pe",
+        staging=Path("/stage"),
+        boot_root=Path("/b"),
+        staging_microcode=True,
+    )
+    base.update(kw)
+    return ki.Context(**base)  # type: ignore[arg-type]
+
+
+def add(*initrds: str, image: str = "/k/vmlinuz") -> ki.Request:
+    return ki.Request("add", "6.1.0", Path("/b/tok/6.1.0"), Path(image), tuple(map(Path, initrds)))
+
+
+def test_bls_stages_initrd_and_separate_microcode() -> None:
+    action = ki.decide(add(), ctx())
+    assert (action.kind, action.output, action.microcode_output, action.format) == (
+        "build",
+        Path("/stage/initrd"),
+        Path("/stage/microcode"),
+        "cpio",
+    )
+
+
+def test_old_kernel_install_gets_microcode_prepended() -> None:
+    # systemd < 254 has no `microcode` staging file: its 90-loaderentry would ignore a separate one.
+    action = ki.decide(add(), ctx(staging_microcode=False))
+    assert (action.output, action.microcode_output) == (Path("/stage/initrd"), None)
+
+
+def test_other_layout_writes_grub_initramfs_name() -> None:
+    action = ki.decide(add(), ctx(layout="other"))
+    assert (action.kind, action.output, action.microcode_output) == (
+        "build",
+        Path("/b/initramfs-6.1.0.img"),
+        None,
+    )
+
+
+def test_uki_layout_stages_initrd_for_another_uki_builder() -> None:
+    action = ki.decide(add(), ctx(layout="uki", uki_generator="ukify"))
+    assert (action.output, action.format) == (Path("/stage/initrd"), "cpio")
+
+
+def test_uki_generator_selects_a_uki_build_only_in_uki_layout() -> None:
+    action = ki.decide(add(), ctx(layout="uki", initrd_generator="", uki_generator="mkosi-initrd"))
+    assert (action.kind, action.output, action.format) == ("build", Path("/stage/uki.efi"), "uki")
+    assert (
+        ki.decide(add(), ctx(layout="bls", initrd_generator="", uki_generator="mkosi-initrd")).kind == "skip"
+    )
+
+
+def test_given_initrds_are_used_except_in_uki_layout() -> None:
+    assert ki.decide(add("/x/initrd"), ctx()).kind == "skip"
+    assert ki.decide(add("/x/initrd"), ctx(layout="uki")).kind == "build"
+
+
+def test_not_selected_skips_add_and_remove() -> None:
+    for generator in ("", "dracut", "mkosi"):
+        assert ki.decide(add(), ctx(initrd_generator=generator)).kind == "skip"
+        remove = ki.Request("remove", "6.1.0", Path("/b/tok/6.1.0"))
+        assert ki.decide(remove, ctx(layout="other", initrd_generator=generator)).kind == "skip"
+
+
+def test_remove_deletes_only_the_other_layout_file() -> None:
+    remove = ki.parse_argv(["remove", "6.1.0", "/b/tok/6.1.0"])
+    assert ki.decide(remove, ctx(layout="other")) == ki.Action(
+        "remove", "layout=other", output=Path("/b/initramfs-6.1.0.img")
+    )
+    assert ki.decide(remove, ctx(layout="bls")).kind == "skip"
+
+
+def test_image_type_from_environment_or_from_the_image(uki: Path, vmlinuz: Path) -> None:
+    assert ki.decide(add(), ctx(image_type="uki")).kind == "skip"
+    # systemd 252 does not export KERNEL_INSTALL_IMAGE_TYPE: the image itself is looked at.
+    assert ki.decide(add(image=str(uki)), ctx(image_type="")).kind == "skip"
+    assert ki.decide(add(image=str(vmlinuz)), ctx(image_type="")).kind == "build"
+
+
+def test_parse_argv_tolerates_any_argument_count() -> None:
+    assert ki.parse_argv([]) == ki.Request()
+    assert ki.parse_argv(["remove", "6.1"]) == ki.Request("remove", "6.1")
+    req = ki.parse_argv(["add", "6.1", "/e", "/k", "/i1", "/i2"])
+    assert req == ki.Request("add", "6.1", Path("/e"), Path("/k"), (Path("/i1"), Path("/i2")))
+
+
+def test_mkosi_plugin_found_unless_masked(tmp_path: Path) -> None:
+    etc, usr = tmp_path / "etc", tmp_path / "usr"
+    etc.mkdir()
+    usr.mkdir()
+    plugin = script(usr / ki.MKOSI_PLUGIN, FAKE_MKOSI)
+    assert ki.mkosi_plugin(ctx(), (etc, usr)) == plugin
+    (etc / ki.MKOSI_PLUGIN).symlink_to("/dev/null")
+    assert ki.mkosi_plugin(ctx(), (etc, usr)) is None
+    # An explicit plugin list is what kernel-install runs, whatever the directories hold.
+    assert ki.mkosi_plugin(ctx(plugins=(PLUGIN, plugin)), (etc, usr)) == plugin
+    assert ki.mkosi_plugin(ctx(plugins=(PLUGIN,)), (tmp_path, usr)) is None
+
+
+# ---- the install.d script called directly ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args", [[], ["add"], ["remove"], ["remove", "6.1.0"], ["frobnicate", "6.1.0", "/e"], ["add", "", "/e"]]
+)
+def test_odd_argument_counts_never_crash_when_not_selected(args: list[str]) -> None:
+    result = run_plugin(*args, KERNEL_INSTALL_INITRD_GENERATOR="dracut")
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_selected_add_without_kernel_version_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    result = run_plugin(
+        "add", KERNEL_INSTALL_INITRD_GENERATOR="mkosi-initrd", KERNEL_INSTALL_STAGING_AREA=str(tmp_path)
+    )
+    assert result.returncode == 1
+    assert "error: add: no kernel version given" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_inspect_prints_the_decision(tmp_path: Path) -> None:
+    (tmp_path / "install.conf").write_text("layout=uki\nuki_generator=mkosi-initrd\n")
+    result = run_plugin(
+        "inspect",
+        "6.1.0",
+        KERNEL_INSTALL_CONF_ROOT=str(tmp_path),
+        KERNEL_INSTALL_STAGING_AREA="/stage",
+        KERNEL_INSTALL_IMAGE_TYPE="pe",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "uki_generator: mkosi-initrd" in result.stdout
+    assert "output: /stage/uki.efi" in result.stdout
+    assert "format: uki" in result.stdout
+
+
+# ---- through the real kernel-install -----------------------------------------------------------------
+
+
+@needs_kernel_install
+@pytest.mark.parametrize("layout", ["bls", "other"])
+def test_not_selected_does_nothing_and_lets_later_plugins_run(
+    kinst: KernelInstall, vmlinuz: Path, layout: str
+) -> None:
+    kinst.configure(f"layout={layout}\ninitrd_generator=dracut\n")
+    result = kinst.run("-v", "add", "6.1.0-test", vmlinuz)
+    assert result.returncode == 0, result.stderr
+    assert "skipping: initrd_generator=dracut" in result.stderr
+    assert kinst.probe_ran and kinst.staged == []
+    assert not (kinst.boot / "initramfs-6.1.0-test.img").exists()
+    assert kinst.run("remove", "6.1.0-test").returncode == 0
+
+
+@needs_kernel_install
+def test_not_selected_remove_keeps_another_generators_initramfs(kinst: KernelInstall) -> None:
+    kinst.configure("layout=other\n")
+    theirs = kinst.boot / "initramfs-6.1.0-test.img"
+    theirs.write_bytes(b"dracut's")
+    result = kinst.run("remove", "6.1.0-test")
+    assert result.returncode == 0, result.stderr
+    assert theirs.read_bytes() == b"dracut's"
+
+
+@needs_kernel_install
+def test_remove_with_three_arguments_deletes_our_initramfs(kinst: KernelInstall) -> None:
+    kinst.configure("layout=other\ninitrd_generator=mkosi-initrd\n")
+    ours = kinst.boot / "initramfs-6.1.0-test.img"
+    ours.write_bytes(b"ours")
+    result = kinst.run("remove", "6.1.0-test")
+    assert result.returncode == 0, result.stderr
+    assert not ours.exists()
+    assert (kinst.probe / "ran").read_text() == "remove 6.1.0-test\n"
+    # Removing again (nothing left) is fine too.
+    assert kinst.run("remove", "6.1.0-test").returncode == 0
+
+
+@needs_kernel_install
+def test_image_already_uki_is_left_alone(kinst: KernelInstall, uki: Path) -> None:
+    kinst.configure("layout=bls\ninitrd_generator=mkosi-initrd\n")
+    result = kinst.run("-v", "add", MISSING_KVER, uki)
+    assert result.returncode == 0, result.stderr
+    assert "already a unified kernel image" in result.stderr
+    assert kinst.probe_ran and kinst.staged == []
+
+
+@needs_kernel_install
+def test_given_initrds_are_installed_instead_of_building(kinst: KernelInstall, vmlinuz: Path) -> None:
+    kinst.configure("layout=bls\ninitrd_generator=mkosi-initrd\n")
+    given = kinst.tmp / "initrd-given"
+    given.write_bytes(b"prebuilt")
+    # A kernel that does not exist: had the plugin tried to build, it would have failed.
+    result = kinst.run("add", MISSING_KVER, vmlinuz, given)
+    assert result.returncode == 0, result.stderr
+    assert kinst.staged == []
+    entry = kinst.entry(MISSING_KVER).read_text()
+    assert f"initrd     {kinst.boot}/{MACHINE_ID}/{MISSING_KVER}/initrd-given" in entry
+
+
+@needs_kernel_install
+def test_failed_build_fails_kernel_install_and_keeps_old_initramfs(
+    kinst: KernelInstall, vmlinuz: Path
+) -> None:
+    kinst.configure("layout=other\ninitrd_generator=mkosi-initrd\n")
+    old = kinst.boot / f"initramfs-{MISSING_KVER}.img"
+    old.write_bytes(b"previous initrd")
+    result = kinst.run("add", MISSING_KVER, vmlinuz)
+    assert result.returncode == 1
+    assert f"mkosi-initrd: error: kernel {MISSING_KVER}: /usr/lib/modules/{MISSING_KVER} does not exist" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert not kinst.probe_ran  # kernel-install stopped at our failure
+    assert old.read_bytes() == b"previous initrd"
+    assert sorted(p.name for p in kinst.boot.iterdir()) == [old.name]
+
+
+@needs_kernel_install
+def test_warns_once_with_the_fix_when_mkosis_plugin_would_overwrite(
+    kinst: KernelInstall, vmlinuz: Path
+) -> None:
+    kinst.configure("layout=bls\ninitrd_generator=mkosi-initrd\n")
+    kinst.plugins.insert(1, script(kinst.tmp / ki.MKOSI_PLUGIN, FAKE_MKOSI))
+    result = kinst.run("add", MISSING_KVER, vmlinuz)
+    fix = "ln -s /dev/null /etc/kernel/install.d/50-mkosi.install"
+    assert result.stderr.count(fix) == 1
+    assert "would overwrite" in result.stderr
+
+
+def test_plugin_script_stays_a_thin_wrapper() -> None:
+    mode = PLUGIN.stat().st_mode
+    assert mode & stat.S_IXUSR
+    lines = [line for line in PLUGIN.read_text().splitlines() if line and not line.startswith("#")]
+    assert lines == ['exec "${MKOSI_INITRD_PYTHON:-/usr/bin/python3}" -m mkosi_initrd.kernel_install "$@"']
