@@ -1,4 +1,4 @@
-"""Plan → files on disk: initrd (+ early microcode cpio), optionally a UKI. Owned by the image work (issue 4)."""
+"""Plan → files on disk: initrd (+ early microcode cpio), optionally a UKI."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ class BuildResult:
 
     @property
     def summary(self) -> str:
-        return f"wrote {self.output} ({self.size / 1e6:.1f} MB, {self.packages} packages, {self.modules} modules)"
+        mb = self.size / 1e6
+        return f"wrote {self.output} ({mb:.1f} MB, {self.packages} packages, {self.modules} modules)"
 
 
 def build(config: Config, options: BuildOptions) -> BuildResult:

@@ -1,0 +1,179 @@
+"""`mkosi-initrd inspect FILE`: what an initrd (ours, dracut's, any newc one) or a UKI holds."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+from mkosi_initrd.cpioread import Member, Segment, iter_members, read_segments
+from mkosi_initrd.errors import InitrdError
+
+MANIFEST = "/usr/lib/mkosi-initrd/manifest.json"
+# Files that say who built an initrd and from what; shown when present.
+_INFO_FILES = (
+    MANIFEST,
+    "/etc/initrd-release",
+    "/usr/lib/initrd-release",
+    "/etc/os-release",
+    "/usr/lib/os-release",
+    "/usr/lib/dracut/modules.txt",
+    "/usr/lib/dracut/build-parameter.txt",
+)
+
+
+def _is_pe(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"MZ"
+
+
+def _parse_os_release(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        k, sep, v = line.partition("=")
+        if sep and not k.startswith("#"):
+            out[k.strip()] = v.strip().strip("\"'")
+    return out
+
+
+def describe_initrd(path: Path) -> dict[str, Any]:
+    """Segments, members and the informational files of a newc initrd, as a JSON-able dict."""
+    segments, contents = read_segments(path, want=lambda p: p in _INFO_FILES)
+    release_text = next(
+        (contents[p] for p in _INFO_FILES[1:5] if p in contents and contents[p]), b""
+    ).decode(errors="replace")
+    manifest = None
+    if MANIFEST in contents:
+        try:
+            manifest = json.loads(contents[MANIFEST])
+        except ValueError:
+            manifest = {"error": "manifest is not valid JSON"}
+    dracut_modules = contents.get("/usr/lib/dracut/modules.txt", b"").decode(errors="replace").split()
+    members = list(iter_members(segments))
+    return {
+        "path": str(path),
+        "size": path.stat().st_size,
+        "segments": [_segment_json(s) for s in segments],
+        "os_release": _parse_os_release(release_text),
+        "manifest": manifest,
+        "dracut_modules": dracut_modules,
+        "entries": len(members),
+        "files": [_member_json(m) for m in members],
+    }
+
+
+def _segment_json(s: Segment) -> dict[str, Any]:
+    return {
+        "offset": s.offset,
+        "size": s.length,
+        "compression": s.compression,
+        "uncompressed": s.uncompressed,
+        "entries": len(s.members),
+        "files": sum(1 for m in s.members if stat.S_ISREG(m.mode)),
+    }
+
+
+def _member_json(m: Member) -> dict[str, Any]:
+    d: dict[str, Any] = {"path": m.path, "mode": oct(m.mode), "size": m.size, "nlink": m.nlink}
+    if m.linkto:
+        d["linkto"] = m.linkto
+    if stat.S_ISCHR(m.mode) or stat.S_ISBLK(m.mode):
+        d["rdev"] = list(m.rdev)
+    return d
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n} B"
+
+
+def format_member(m: dict[str, Any]) -> str:
+    mode = int(m["mode"], 8)
+    size = f"{m['rdev'][0]}, {m['rdev'][1]}" if "rdev" in m else str(m["size"])
+    link = f" -> {m['linkto']}" if "linkto" in m else ""
+    return f"{stat.filemode(mode)} {m['nlink']:>2} {size:>10} {m['path']}{link}"
+
+
+def format_initrd(info: dict[str, Any], list_files: bool) -> str:
+    lines = [f"Image: {info['path']}: {_mb(info['size'])}, {info['entries']} entries"]
+    osr = info["os_release"]
+    if osr:
+        lines.append(f"OS: {osr.get('PRETTY_NAME') or osr.get('NAME', '?')}")
+    lines.append("Segments:")
+    for i, s in enumerate(info["segments"]):
+        ratio = f" -> {_mb(s['uncompressed'])}" if s["compression"] != "none" else ""
+        lines.append(
+            f"  #{i} offset {s['offset']}: {s['compression']} {_mb(s['size'])}{ratio},"
+            f" {s['entries']} entries ({s['files']} files)"
+        )
+    m = info["manifest"]
+    if m:
+        lines += _format_manifest(m)
+    if info["dracut_modules"]:
+        lines.append(f"dracut modules: {' '.join(info['dracut_modules'])}")
+    if list_files:
+        lines.append("Files:")
+        lines += [f"  {format_member(f)}" for f in info["files"]]
+    return "\n".join(lines) + "\n"
+
+
+def _format_manifest(m: dict[str, Any]) -> list[str]:
+    lines = ["Manifest:"]
+    if "error" in m:
+        return [*lines, f"  {m['error']}"]
+    gen = m.get("generator", {})
+    built = m.get("build", {})
+    lines.append(
+        f"  built by {gen.get('name', '?')} {gen.get('version', '')} for kernel {m.get('kernel', '?')}"
+    )
+    opts = ", ".join(f"{k}={v}" for k, v in sorted(built.items()))
+    if opts:
+        lines.append(f"  options: {opts}")
+    pkgs = m.get("packages", [])
+    lines.append(f"  {len(pkgs)} packages: {' '.join(p.get('nevra', '?') for p in pkgs)}")
+    mods = m.get("modules", [])
+    lines.append(f"  {len(mods)} modules: {' '.join(x.get('name', '?') for x in mods)}")
+    fw = m.get("firmware", [])
+    if fw:
+        lines.append(f"  {len(fw)} firmware files")
+    return lines
+
+
+def describe_pe(path: Path) -> dict[str, Any]:
+    try:
+        uki = importlib.import_module("mkosi_initrd.uki")
+    except ImportError as e:
+        raise InitrdError(f"{path} is a PE file (a UKI?) but UKI support is not available") from e
+    describe = getattr(uki, "describe", None)
+    if describe is None:
+        raise InitrdError(f"{path} is a PE file (a UKI?) but UKI inspection is not available yet")
+    result: dict[str, Any] = describe(path)
+    return result
+
+
+def inspect(path: Path, *, as_json: bool = False, list_files: bool = False) -> int:
+    if not path.is_file():
+        raise InitrdError(f"{path} does not exist or is not a file")
+
+    if _is_pe(path):
+        info = describe_pe(path)
+        if as_json:
+            json.dump(info, sys.stdout, indent=2, default=str)
+            sys.stdout.write("\n")
+        else:
+            formatter = getattr(sys.modules.get("mkosi_initrd.uki"), "format_description", None)
+            sys.stdout.write(
+                formatter(info) if formatter else json.dumps(info, indent=2, default=str) + "\n"
+            )
+        return 0
+    info = describe_initrd(path)
+    if as_json:
+        if not list_files:
+            info = {k: v for k, v in info.items() if k != "files"}
+        json.dump(info, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_initrd(info, list_files))
+    return 0
