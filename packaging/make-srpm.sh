@@ -20,5 +20,7 @@ fi
 mkdir -p "$out/SOURCES"
 git -C "$repo" archive --format=tar.gz --prefix="mkosi-initrd-$version/" \
     -o "$out/SOURCES/mkosi-initrd-$version.tar.gz" HEAD
+# The build shell is bash: Debian's brp-compress uses `read -d`, which its /bin/sh (dash) lacks, and
+# would leave the man page uncompressed. Fedora's /bin/sh is bash already.
 # shellcheck disable=SC2086 # RPMBUILD_ARGS is a list of words
-rpmbuild $mode --define "_topdir $out" ${RPMBUILD_ARGS:-} "$repo/packaging/mkosi-initrd.spec"
+rpmbuild $mode --define "_topdir $out" --define "_buildshell /bin/bash" ${RPMBUILD_ARGS:-} "$repo/packaging/mkosi-initrd.spec"
