@@ -20,7 +20,11 @@ fi
 mkdir -p "$out/SOURCES"
 git -C "$repo" archive --format=tar.gz --prefix="mkosi-initrd-$version/" \
     -o "$out/SOURCES/mkosi-initrd-$version.tar.gz" HEAD
-# The build shell is bash: Debian's brp-compress uses `read -d`, which its /bin/sh (dash) lacks, and
-# would leave the man page uncompressed. Fedora's /bin/sh is bash already.
+args=(--define "_topdir $out")
+# rpm's brp-compress (gzips the man page) uses `read -d`, a bashism: where /bin/sh is not bash (Debian's
+# dash) it fails quietly and leaves the page uncompressed. Run it with bash there.
+if [ "$(basename "$(readlink -f /bin/sh)")" != bash ]; then
+    args+=(--define "__brp_compress bash $(rpm --eval '%{_rpmconfigdir}')/brp-compress %{_prefix}")
+fi
 # shellcheck disable=SC2086 # RPMBUILD_ARGS is a list of words
-rpmbuild $mode --define "_topdir $out" --define "_buildshell /bin/bash" ${RPMBUILD_ARGS:-} "$repo/packaging/mkosi-initrd.spec"
+rpmbuild $mode "${args[@]}" ${RPMBUILD_ARGS:-} "$repo/packaging/mkosi-initrd.spec"

@@ -1,0 +1,168 @@
+"""The Fedora package: built with rpmbuild from a tarball of HEAD, installed into a fresh rpm root, linted.
+
+Debian's rpm has an empty rpm database, so build dependencies cannot be checked here (--nodeps), and
+packages are installed with --nodeps --noscripts; what is checked is what the package holds.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DBPATH = "/usr/lib/sysimage/rpm"
+RUNTIME_REQUIRES = {
+    "python3-rpm",
+    "python3-libarchive-c",
+    "python3-zstandard",
+    "python3-pyelftools",
+    "python3-pefile",
+    "kmod",
+    "systemd-udev",
+}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not shutil.which("rpmbuild"), reason="needs rpmbuild (tools/setup.sh installs rpm)"),
+]
+
+
+@dataclass(frozen=True)
+class Built:
+    rpm: Path
+    srpm: Path
+    root: Path  # a fresh rpm root with the binary package installed
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    top = tmp_path_factory.mktemp("rpmbuild")
+    env = {**os.environ, "RPMBUILD_ARGS": "--nodeps"}
+    subprocess.run(
+        [REPO / "packaging/make-srpm.sh", "--binary", top], env=env, check=True, capture_output=True
+    )
+    (rpm,) = (top / "RPMS/noarch").glob("mkosi-initrd-*.noarch.rpm")
+    (srpm,) = (top / "SRPMS").glob("mkosi-initrd-*.src.rpm")
+    root = tmp_path_factory.mktemp("rpmroot")
+    subprocess.run(
+        ["rpm", "--root", root, "--dbpath", DBPATH, "-i", "--nodeps", "--noscripts", rpm], check=True
+    )
+    return Built(rpm, srpm, root)
+
+
+def rpm_query(package: Path, *args: str) -> list[str]:
+    return subprocess.run(
+        ["rpm", "-qp", *args, package], capture_output=True, text=True, check=True
+    ).stdout.split("\n")[:-1]
+
+
+def site_packages(root: Path) -> Path:
+    (sitelib,) = root.glob("usr/lib/python3.*/site-packages")
+    return sitelib
+
+
+def test_installed_package_is_recorded_in_the_new_root(built: Built) -> None:
+    r = subprocess.run(
+        ["rpm", "--root", built.root, "--dbpath", DBPATH, "-q", "mkosi-initrd"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0 and r.stdout.startswith("mkosi-initrd-0.1.0-1"), r.stdout + r.stderr
+
+
+def test_kernel_install_plugin_is_installed_executable_and_identical_to_the_repository(built: Built) -> None:
+    hook = built.root / "usr/lib/kernel/install.d/50-mkosi-initrd.install"
+    assert hook.stat().st_mode & 0o777 == 0o755
+    assert hook.read_bytes() == git("show", "HEAD:install.d/50-mkosi-initrd.install").encode()
+
+
+def test_every_python_module_and_data_file_of_head_is_packaged(built: Built) -> None:
+    tracked = {p.removeprefix("src/") for p in git("ls-files", "src/mkosi_initrd").split()}
+    assert "mkosi_initrd/cli.py" in tracked
+    sitelib = site_packages(built.root)
+    missing = [p for p in sorted(tracked) if not (sitelib / p).is_file()]
+    assert missing == []
+
+
+def test_packaged_cli_runs_from_the_installed_tree(built: Built) -> None:
+    script = built.root / "usr/bin/mkosi-initrd"
+    assert script.read_text().startswith("#!/usr/bin/python3\n")
+    env = {**os.environ, "PYTHONPATH": str(site_packages(built.root))}
+    r = subprocess.run(
+        [sys.executable, script, "--version"], capture_output=True, text=True, env=env, check=True
+    )
+    assert r.stdout.strip() == "mkosi-initrd 0.1.0"
+    r = subprocess.run(
+        [sys.executable, "-c", "import mkosi_initrd; print(mkosi_initrd.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        check=True,
+    )
+    assert r.stdout.startswith(str(built.root))
+
+
+def test_man_page_license_and_docs_are_installed(built: Built) -> None:
+    page = gzip.decompress((built.root / "usr/share/man/man1/mkosi-initrd.1.gz").read_bytes()).decode()
+    assert page.startswith(".TH MKOSI-INITRD 1 ")
+    assert "\\fB\\-\\-kernel\\-version\\fR" in page
+    license_text = (built.root / "usr/share/licenses/mkosi-initrd-0.1.0/LICENSE").read_text()
+    assert "GNU LESSER GENERAL PUBLIC LICENSE" in license_text and "Version 2.1" in license_text
+    docs = built.root / "usr/share/doc/mkosi-initrd-0.1.0"
+    assert (docs / "README.md").read_text() == git("show", "HEAD:README.md")
+    for example in ("kernel-install.conf.example", "mkosi-initrd.conf.example"):
+        if git("ls-files", example).strip():
+            assert (docs / example).read_text() == git("show", f"HEAD:{example}")
+
+
+def test_configuration_directories_are_owned(built: Built) -> None:
+    files = set(rpm_query(built.rpm, "-l"))
+    for d in ("/etc/mkosi-initrd/mkosi-initrd.conf.d", "/usr/lib/mkosi-initrd/mkosi-initrd.conf.d"):
+        assert d in files
+
+
+def test_package_requires_its_runtime_dependencies(built: Built) -> None:
+    requires = {re.split(r"\s", r)[0] for r in rpm_query(built.rpm, "--requires")}
+    assert RUNTIME_REQUIRES <= requires
+    assert rpm_query(built.rpm, "--qf", "%{ARCH} %{LICENSE}\n") == ["noarch LGPL-2.1-or-later"]
+
+
+def test_spec_version_matches_pyproject() -> None:
+    spec = (REPO / "packaging/mkosi-initrd.spec").read_text()
+    pyproject = (REPO / "pyproject.toml").read_text()
+    spec_version = re.search(r"^Version:\s*(\S+)", spec, re.M)
+    py_version = re.search(r'^version = "([^"]+)"', pyproject, re.M)
+    assert spec_version and py_version and spec_version.group(1) == py_version.group(1)
+
+
+@pytest.mark.skipif(not shutil.which("rpmlint"), reason="needs rpmlint (tools/setup.sh installs it)")
+def test_rpmlint_finds_no_errors(built: Built) -> None:
+    r = subprocess.run(
+        [
+            "rpmlint",
+            "-c",
+            REPO / "packaging/rpmlint.toml",
+            built.rpm,
+            built.srpm,
+            REPO / "packaging/mkosi-initrd.spec",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    errors = [line for line in r.stdout.splitlines() if ": E: " in line]
+    assert errors == [], r.stdout
+    assert re.search(r"\b0 errors\b", r.stdout), r.stdout + r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
