@@ -179,10 +179,10 @@ def test_describe_lists_sections_texts_and_the_initrd_files(
     assert d["cmdline"] == "quiet" and d["uname"] == KVER and d["osrel"]["ID"] == "testos"
     assert d["signed"] is False and d["stub_version"] == 252
     assert d["sbat"][-1] == uki.UKI_SBAT
-    assert d["initrd"]["files"] == ["etc/initrd-release", "init"]
+    assert d["initrd"]["files"] == ["/etc/initrd-release", "/init"]
     assert d["initrd"]["segments"] == [{"offset": 0, "compression": "none", "files": 2}]
     text = uki.format_description(d, list_files=True)
-    assert "cmdline: quiet" in text and "etc/initrd-release" in text
+    assert "cmdline: quiet" in text and "/etc/initrd-release" in text
     assert uki.is_uki(out) and not uki.is_uki(KERNEL) and not uki.is_uki(initrd)
 
 

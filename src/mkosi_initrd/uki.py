@@ -9,21 +9,21 @@ configuration error never leaves output behind.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pefile
 
+from mkosi_initrd import cpioread, sign
 from mkosi_initrd import pe as pemod
-from mkosi_initrd import sign
+from mkosi_initrd.atomic import atomic_write
 from mkosi_initrd.config import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.log import log
@@ -286,22 +286,6 @@ def kernel_is_signed(path: Path) -> bool:
     return pemod.is_signed(_read_pe(path, "kernel image")[1])
 
 
-@contextlib.contextmanager
-def _atomic_write(target: Path) -> Iterator[BinaryIO]:
-    """Temp file beside `target`, fsynced and renamed over it; removed on any failure."""
-    # TODO: switch to atomic.atomic_write once the image work lands it (same contract).
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _sections(
     options: UkiOptions,
     stub: pefile.PE,
@@ -349,7 +333,7 @@ def build_uki(
         kernel_path = _kernel_for_linux_section(options, tmp)
         sections = _sections(options, stub, _read(kernel_path, "kernel image"), initrd_data, ucode)
         if options.signing is None:
-            with _atomic_write(output) as out:
+            with atomic_write(output) as out:
                 pemod.add_sections(stub_data, sections, out, f"systemd-stub {options.stub}")
             log.info("wrote unsigned UKI %s", output)
             return
@@ -358,7 +342,7 @@ def build_uki(
             pemod.add_sections(stub_data, sections, out, f"systemd-stub {options.stub}")
         signed = tmp / "uki.signed.efi"
         sign.sign_file(options.signing, unsigned, signed)
-        with _atomic_write(output) as out, open(signed, "rb") as src:
+        with atomic_write(output) as out, open(signed, "rb") as src:
             shutil.copyfileobj(src, out, 1 << 20)
         log.info("wrote UKI %s signed with %s", output, options.signing.cert)
 
@@ -450,74 +434,20 @@ def describe(path: Path) -> dict[str, Any]:
 
 
 def _describe_initrd(data: bytes) -> dict[str, Any]:
-    segments = _cpio_segments(data)
+    if not data:
+        return {"size": 0, "segments": [], "files": []}
+    # cpioread reads files; a section is small enough to pass through a temp file.
+    with tempfile.NamedTemporaryFile(prefix="mkosi-initrd-uki-") as f:
+        f.write(data)
+        f.flush()
+        segments, _ = cpioread.read_segments(Path(f.name))
     return {
         "size": len(data),
         "segments": [
-            {"offset": off, "compression": comp, "files": len(names)} for off, comp, names in segments
+            {"offset": s.offset, "compression": s.compression, "files": len(s.members)} for s in segments
         ],
-        "files": [name for _, _, names in segments for name in names],
+        "files": [m.path for m in cpioread.iter_members(segments)],
     }
-
-
-# TODO: use inspect.py's segment reader once the image work lands it; this minimal one only lists names.
-_COMPRESSED_MAGIC = {
-    b"\x28\xb5\x2f\xfd": "zstd",
-    b"\xfd7zXZ\x00": "xz",
-    b"\x1f\x8b": "gzip",
-}
-
-
-def _cpio_names(data: bytes, offset: int) -> tuple[list[str], int]:
-    """Names of one newc archive starting at `offset`, and the offset after its trailer."""
-    names = []
-    while data[offset : offset + 6] in (b"070701", b"070702"):
-        fields = [int(data[offset + 6 + 8 * i : offset + 14 + 8 * i], 16) for i in range(13)]
-        filesize, namesize = fields[6], fields[11]
-        name_end = offset + 110 + namesize
-        name = data[offset + 110 : name_end - 1].decode("utf-8", "replace")
-        offset = pemod.round_up(name_end, 4)
-        offset = pemod.round_up(offset + filesize, 4)
-        if name == "TRAILER!!!":
-            break
-        names.append(name)
-    return names, offset
-
-
-def _decompress(kind: str, data: bytes) -> bytes:
-    import gzip
-    import lzma
-
-    import zstandard
-
-    if kind == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
-        return bytes(reader.read())
-    return lzma.decompress(data) if kind == "xz" else gzip.decompress(data)
-
-
-def _cpio_segments(data: bytes) -> list[tuple[int, str, list[str]]]:
-    segments: list[tuple[int, str, list[str]]] = []
-    offset = 0
-    while offset < len(data):
-        while offset < len(data) and data[offset] == 0:
-            offset += 1  # padding between segments
-        if offset >= len(data):
-            break
-        if data[offset : offset + 6] in (b"070701", b"070702"):
-            names, end = _cpio_names(data, offset)
-            segments.append((offset, "none", names))
-            offset = end
-            continue
-        kind = next((k for m, k in _COMPRESSED_MAGIC.items() if data.startswith(m, offset)), None)
-        if kind is None:
-            segments.append((offset, "unknown", []))
-            break
-        inner = _decompress(kind, data[offset:])
-        names, _ = _cpio_names(inner, 0)
-        segments.append((offset, kind, names))
-        break  # the kernel treats a compressed segment as the rest of the image
-    return segments
 
 
 def format_description(d: Mapping[str, Any], list_files: bool = False) -> str:
