@@ -260,7 +260,7 @@ def test_not_a_pe_kernel_is_refused(config: Config, initrd: Path) -> None:
 
 
 def test_header_grows_when_the_section_table_needs_room(tmp_path: Path) -> None:
-    sections = [pemod.Section(f".s{i}", bytes([i]) * (i + 1)) for i in range(12)]  # stub room is 7
+    sections = [pemod.Section.of(f".s{i}", bytes([i]) * (i + 1)) for i in range(12)]  # stub room is 7
     out = tmp_path / "grown.efi"
     with open(out, "wb") as f:
         pemod.add_sections(STUB.read_bytes(), sections, f)
@@ -277,7 +277,7 @@ def test_header_grows_when_the_section_table_needs_room(tmp_path: Path) -> None:
 
 
 def test_no_header_room_left_is_a_clear_error(tmp_path: Path) -> None:
-    sections = [pemod.Section(f".s{i}", b"x") for i in range(500)]
+    sections = [pemod.Section.of(f".s{i}", b"x") for i in range(500)]
     with (
         open(tmp_path / "x.efi", "wb") as f,
         pytest.raises(InitrdError, match="header room for .* more sections"),

@@ -17,9 +17,11 @@ Layout rules (as UKI tooling does them):
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import BinaryIO
 
 import pefile
@@ -33,12 +35,24 @@ SCN_MEM_READ = 0x40000000
 _SECURITY = pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_SECURITY"]
 
 
+# Section content: bytes, or a file copied in by the kernel (copy_file_range), never read into memory.
+Chunk = bytes | Path
+
+
 @dataclass(frozen=True)
 class Section:
     name: str
-    data: bytes
-    virtual_size: int | None = None  # None: len(data); .linux: the kernel's SizeOfImage
+    chunks: tuple[Chunk, ...]
+    virtual_size: int | None = None  # None: the content's size; .linux: the kernel's SizeOfImage
     code: bool = False  # .linux: old kernels using the EFI handover protocol are executed in place
+
+    @staticmethod
+    def of(name: str, data: bytes) -> Section:
+        return Section(name, (data,))
+
+
+def chunk_size(chunk: Chunk) -> int:
+    return len(chunk) if isinstance(chunk, bytes) else chunk.stat().st_size
 
 
 @dataclass(frozen=True)
@@ -50,7 +64,12 @@ class _Placed:
     raw_offset: int
     characteristics: int
     rest: tuple[int, int, int, int]  # relocation/line-number fields, kept as the stub had them
-    data: bytes
+    chunks: tuple[Chunk, ...]
+    sizes: tuple[int, ...]  # of each chunk, taken once so that layout and copy agree
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes)
 
 
 def round_up(value: int, alignment: int) -> int:
@@ -94,16 +113,29 @@ def _existing(pe: pefile.PE, data: bytes) -> list[_Placed]:
         raw = data[s.PointerToRawData : s.PointerToRawData + s.SizeOfRawData] if s.SizeOfRawData else b""
         rest = (s.PointerToRelocations, s.PointerToLinenumbers, s.NumberOfRelocations, s.NumberOfLinenumbers)
         placed.append(
-            _Placed(bytes(s.Name), s.Misc_VirtualSize, s.VirtualAddress, 0, 0, s.Characteristics, rest, raw)
+            _Placed(
+                bytes(s.Name),
+                s.Misc_VirtualSize,
+                s.VirtualAddress,
+                0,
+                0,
+                s.Characteristics,
+                rest,
+                (raw,),
+                (len(raw),),
+            )
         )
     return placed
 
 
 def _replace(old: _Placed, new: Section, next_va: int | None) -> _Placed:
-    size = new.virtual_size if new.virtual_size is not None else len(new.data)
+    sizes = tuple(chunk_size(c) for c in new.chunks)
+    size = new.virtual_size if new.virtual_size is not None else sum(sizes)
     if next_va is not None:
         size = min(size, next_va - old.virtual_address)
-    return _Placed(old.name, size, old.virtual_address, 0, 0, old.characteristics, old.rest, new.data)
+    return _Placed(
+        old.name, size, old.virtual_address, 0, 0, old.characteristics, old.rest, new.chunks, sizes
+    )
 
 
 def _new(section: Section, virtual_address: int) -> _Placed:
@@ -111,32 +143,22 @@ def _new(section: Section, virtual_address: int) -> _Placed:
     if len(name) > 8:
         raise ValueError(f"PE section name longer than 8 bytes: {section.name}")
     flags = SCN_MEM_READ | (SCN_CNT_CODE if section.code else SCN_CNT_INITIALIZED_DATA)
-    size = section.virtual_size if section.virtual_size is not None else len(section.data)
-    return _Placed(name.ljust(8, b"\0"), size, virtual_address, 0, 0, flags, (0, 0, 0, 0), section.data)
+    sizes = tuple(chunk_size(c) for c in section.chunks)
+    size = section.virtual_size if section.virtual_size is not None else sum(sizes)
+    return _Placed(
+        name.ljust(8, b"\0"), size, virtual_address, 0, 0, flags, (0, 0, 0, 0), section.chunks, sizes
+    )
 
 
 def _layout(sections: list[_Placed], headers_size: int, file_alignment: int) -> list[_Placed]:
     out, offset = [], headers_size
     for s in sections:
-        if not s.data:
-            out.append(
-                _Placed(s.name, s.virtual_size, s.virtual_address, 0, 0, s.characteristics, s.rest, b"")
-            )
+        if not s.size:
+            out.append(replace(s, raw_size=0, raw_offset=0))
             continue
         offset = round_up(offset, file_alignment)
-        raw_size = round_up(len(s.data), file_alignment)
-        out.append(
-            _Placed(
-                s.name,
-                s.virtual_size,
-                s.virtual_address,
-                raw_size,
-                offset,
-                s.characteristics,
-                s.rest,
-                s.data,
-            )
-        )
+        raw_size = round_up(s.size, file_alignment)
+        out.append(replace(s, raw_size=raw_size, raw_offset=offset))
         offset += raw_size
     return out
 
@@ -208,9 +230,36 @@ def add_sections(stub_data: bytes, sections: Sequence[Section], out: BinaryIO, w
         if not p.raw_size:
             continue
         out.write(bytes(p.raw_offset - position))
-        out.write(p.data)
-        out.write(bytes(p.raw_size - len(p.data)))
+        for chunk, size in zip(p.chunks, p.sizes, strict=True):
+            if isinstance(chunk, bytes):
+                out.write(chunk)
+            else:
+                _copy_file(chunk, out, size)
+        out.write(bytes(p.raw_size - p.size))
         position = p.raw_offset + p.raw_size
+
+
+def _copy_file(path: Path, out: BinaryIO, size: int) -> None:
+    """Append `size` bytes of `path` to `out`: in the kernel (copy_file_range) when it can."""
+    out.flush()
+    with open(path, "rb") as src:
+        left = size
+        try:
+            while left:
+                n = os.copy_file_range(src.fileno(), out.fileno(), left)
+                if n == 0:
+                    break
+                left -= n
+        except OSError:
+            # Not between these file systems: copy in user space from where the kernel stopped.
+            while left:
+                block = src.read(min(left, 1 << 20))
+                if not block:
+                    break
+                out.write(block)
+                left -= len(block)
+        if left:
+            raise InitrdError(f"{path} shrank while it was being copied into the UKI", hint="run again")
 
 
 def _is_code(p: _Placed) -> bool:

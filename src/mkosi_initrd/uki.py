@@ -270,9 +270,13 @@ def merge_sbat(*pes: pefile.PE, extra: Sequence[str] = (UKI_SBAT,)) -> bytes:
     return ("\n".join(lines) + "\n\0").encode()
 
 
-def join_initrds(parts: Sequence[bytes]) -> bytes:
-    """Concatenate, each padded to 4 bytes (the kernel looks for cpio magic at 4-byte boundaries)."""
-    return b"".join(p + bytes(-len(p) % 4) for p in parts)
+def initrd_chunks(parts: Sequence[Path]) -> tuple[pemod.Chunk, ...]:
+    """The files in order, each padded to 4 bytes (the kernel looks for cpio magic at 4-byte boundaries)."""
+    chunks: list[pemod.Chunk] = []
+    for path in parts:
+        chunks.append(path)
+        chunks.append(bytes(-pemod.chunk_size(path) % 4))
+    return tuple(chunks)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -287,33 +291,29 @@ def kernel_is_signed(path: Path) -> bool:
 
 
 def _sections(
-    options: UkiOptions,
-    stub: pefile.PE,
-    kernel_data: bytes,
-    initrds: Sequence[bytes],
-    microcode: bytes | None,
+    options: UkiOptions, stub: pefile.PE, kernel_path: Path, initrds: Sequence[Path], microcode: Path | None
 ) -> list[pemod.Section]:
-    kernel = pemod.parse(kernel_data, f"kernel image {options.kernel_image}")
+    kernel = pefile.PE(str(kernel_path), fast_load=True)  # mmap: only the headers and .sbat are read
     version = stub_version(stub)
     ucode_section = microcode is not None and version is not None and version >= UCODE_SINCE
     initrd_parts = list(initrds) if ucode_section or microcode is None else [microcode, *initrds]
     sections = []
     if options.os_release is not None:
-        sections.append(pemod.Section(".osrel", _read(options.os_release, "os-release")))
+        sections.append(pemod.Section.of(".osrel", _read(options.os_release, "os-release")))
     if options.cmdline:
-        sections.append(pemod.Section(".cmdline", options.cmdline.encode() + b"\0"))
+        sections.append(pemod.Section.of(".cmdline", options.cmdline.encode() + b"\0"))
     if options.devicetree is not None:
-        sections.append(pemod.Section(".dtb", _read(options.devicetree, "devicetree")))
-    sections.append(pemod.Section(".uname", options.uname.encode()))
+        sections.append(pemod.Section(".dtb", (options.devicetree,)))
+    sections.append(pemod.Section.of(".uname", options.uname.encode()))
     if options.splash is not None:
-        sections.append(pemod.Section(".splash", _read(options.splash, "splash")))
-    sections.append(pemod.Section(".initrd", join_initrds(initrd_parts)))
+        sections.append(pemod.Section(".splash", (options.splash,)))
+    sections.append(pemod.Section(".initrd", initrd_chunks(initrd_parts)))
     if ucode_section and microcode is not None:
-        sections.append(pemod.Section(".ucode", microcode))
-    sections.append(
-        pemod.Section(".linux", kernel_data, virtual_size=kernel.OPTIONAL_HEADER.SizeOfImage, code=True)
-    )
-    sections.append(pemod.Section(".sbat", merge_sbat(stub, kernel)))
+        sections.append(pemod.Section(".ucode", (microcode,)))
+    size_of_image = kernel.OPTIONAL_HEADER.SizeOfImage
+    sections.append(pemod.Section(".linux", (kernel_path,), virtual_size=size_of_image, code=True))
+    sections.append(pemod.Section.of(".sbat", merge_sbat(stub, kernel)))
+    kernel.close()
     return sections
 
 
@@ -326,12 +326,13 @@ def build_uki(
     stub supports it, else the first part of .initrd.
     """
     stub_data, stub = _read_pe(options.stub, "systemd-stub")
-    initrd_data = [_read(p, "initrd") for p in initrds]
-    ucode = _read(microcode, "microcode cpio") if microcode is not None else None
+    for path in [*initrds, *([microcode] if microcode else [])]:
+        if not path.is_file():
+            raise InitrdError(f"initrd {path} does not exist")
     with tempfile.TemporaryDirectory(prefix=".uki-", dir=output.parent) as tmpdir:
         tmp = Path(tmpdir)
         kernel_path = _kernel_for_linux_section(options, tmp)
-        sections = _sections(options, stub, _read(kernel_path, "kernel image"), initrd_data, ucode)
+        sections = _sections(options, stub, kernel_path, initrds, microcode)
         if options.signing is None:
             with atomic_write(output) as out:
                 pemod.add_sections(stub_data, sections, out, f"systemd-stub {options.stub}")
