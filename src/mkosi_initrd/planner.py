@@ -1,18 +1,127 @@
-"""Config → Plan: packages (closure), their files, modules, firmware and generated extras."""
+"""Config → Plan: packages (closure), their files, modules, firmware and generated extras.
+
+`make_plan` is a short list of steps; each returns a `Part` (or any object with some of its
+fields) and `merge` puts them together. A later part may replace an earlier part's file (a
+generated /etc/initrd-release over the package's, say); that is logged, never silent.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mkosi_initrd import closure, files, osrelease
 from mkosi_initrd.config import Config
-from mkosi_initrd.plan import Plan
+from mkosi_initrd.log import log
+from mkosi_initrd.pkgdb import open_db
+from mkosi_initrd.plan import CutEdge, Entry, FirmwareChoice, ModuleChoice, PackageChoice, Plan
+from mkosi_initrd.resources import read_list, resource_dir
+
+
+@dataclass(frozen=True)
+class Part:
+    """What one step contributes to the plan."""
+
+    entries: tuple[Entry, ...] = ()
+    packages: tuple[PackageChoice, ...] = ()
+    cut_edges: tuple[CutEdge, ...] = ()
+    missing: tuple[str, ...] = ()
+    modules: tuple[ModuleChoice, ...] = ()
+    firmware: tuple[FirmwareChoice, ...] = ()
+    missing_firmware: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def make_plan(config: Config) -> Plan:
-    """Steps, each in its own module:
+    os_release = osrelease.read_os_release(config.root)
+    parts: list[Any] = [package_step(config, os_release)]
+    parts.append(Part(entries=tuple(files.extra_entries(config.root, config.extra_files))))
+    return merge(config, os_release, parts)
 
-    1. packages: pkgdb.open_db → closure.resolve → files.package_entries     (issue 2)
-    2. kernel:   kmod.plan_kernel(config) → KernelPart (modules, firmware, entries)  (issue 3)
-    3. extras:   extras.generated_entries(config, ...) → entries              (issue 4)
-    4. host:     hostconfig.host_entries(config) → entries                    (issue 6)
-    then merge all entries (later steps may not silently replace package files), sort, freeze.
-    """
-    raise NotImplementedError("planner.make_plan: owned by the package-plan work (issue 2)")
+
+# --- step 1: packages
+
+
+def requests(config: Config, family: str) -> list[closure.Request]:
+    """The base list of the family, the profiles' lists, then the config's and command line's entries."""
+    reqs = [closure.Request.parse(e, "list") for e in read_list(f"packages/{family}/base.list")]
+    for p in config.profiles:
+        reqs += [
+            closure.Request.parse(e, f"profile:{p}")
+            for e in read_list(f"packages/{family}/profiles/{p}.list")
+        ]
+    reqs += [closure.Request.parse(e, "config") for e in config.packages]
+    return reqs
+
+
+def exclusions(family: str) -> list[str]:
+    globs = read_list("exclude.list")
+    if (resource_dir() / f"packages/{family}/exclude.list").exists():
+        globs += read_list(f"packages/{family}/exclude.list")
+    return globs
+
+
+def package_step(config: Config, os_release: dict[str, str]) -> Part:
+    family = osrelease.family(os_release)
+    db = open_db(config.root, config.backend)
+    excluder = closure.Excluder(exclusions(family), config.remove_packages)
+    result = closure.resolve(db, requests(config, family), excluder, weak_deps=config.weak_deps)
+    remove_globs = [*read_list("remove-files.list"), *config.remove_files]
+    per_pkg, warnings = files.package_entries(config.root, db, result.packages, remove_globs)
+    choices = [
+        PackageChoice(c.package.nevra, c.package.name, c.reason, len(pf.entries), pf.bytes)
+        for c, pf in zip(result.packages, per_pkg, strict=True)
+    ]
+    return Part(
+        entries=tuple(e for pf in per_pkg for e in pf.entries),
+        packages=tuple(sorted(choices, key=lambda c: (c.name, c.nevra))),
+        cut_edges=tuple(sorted(result.cut_edges, key=lambda c: (c.package, c.requires))),
+        missing=result.missing,
+        warnings=(*result.warnings, *warnings),
+        options={"backend": db.backend, "family": family, "weak_deps": config.weak_deps},
+    )
+
+
+# --- merging
+
+
+def merge_entries(parts: Iterable[Sequence[Entry]]) -> tuple[Entry, ...]:
+    by_path: dict[str, Entry] = {}
+    for entries in parts:
+        for e in entries:
+            old = by_path.get(e.path)
+            if old is not None:
+                if old.is_dir and e.is_dir:
+                    continue
+                if old != e:
+                    log.info("%s: %s replaces the entry from %s", e.path, e.origin or "?", old.origin or "?")
+            by_path[e.path] = e
+    return tuple(by_path[p] for p in sorted(by_path))
+
+
+def merge(config: Config, os_release: dict[str, str], parts: Sequence[Any]) -> Plan:
+    def cat(name: str) -> tuple[Any, ...]:
+        return tuple(x for p in parts for x in getattr(p, name, ()))
+
+    options: dict[str, Any] = {}
+    for p in parts:
+        options.update(getattr(p, "options", {}))
+    return Plan(
+        root=config.root,
+        kver=config.kver,
+        backend=str(options.get("backend", "")),
+        generic=config.generic,
+        profiles=config.profiles,
+        os_release=os_release,
+        packages=cat("packages"),
+        entries=merge_entries(getattr(p, "entries", ()) for p in parts),
+        cut_edges=cat("cut_edges"),
+        missing=cat("missing"),
+        modules=cat("modules"),
+        firmware=cat("firmware"),
+        missing_firmware=cat("missing_firmware"),
+        warnings=cat("warnings"),
+        options=options,
+    )
