@@ -166,13 +166,8 @@ class _Resolver:
             if allowed:
                 best = self.best(allowed, wanted, pkg.arch)
                 self.add(best, (*who.reason, best.name))
-            elif weak:
-                pass
-            elif cands:
-                names = ", ".join(sorted({p.name for p in cands}))
-                self.cut.setdefault((pkg.name, text), CutEdge(pkg.name, text, names))
-            else:
-                self.warnings.append(f"{pkg.nevra} requires {text}, which nothing installed provides")
+            elif not weak:
+                self.unsatisfiable(pkg, node, text)
             return
         if isinstance(node, richdep.Cond):
             self.deferred.append((pkg, node, who.reason))
@@ -182,11 +177,22 @@ class _Resolver:
             for arg in node.args:
                 self.require(who, arg, richdep.to_text(arg), weak)
             return
-        # or: an alternative already satisfied, else the first that can be, else report the first.
+        # or: an alternative already satisfied, else the first that can be, else report the whole.
         if any(self.holds(a) for a in node.args):
             return
-        pick = next((a for a in node.args if self.can(a)), node.args[0])
-        self.require(who, pick, text if pick is node.args[0] else richdep.to_text(pick), weak)
+        pick = next((a for a in node.args if self.can(a)), None)
+        if pick is not None:
+            self.require(who, pick, richdep.to_text(pick), weak)
+        elif not weak:
+            self.unsatisfiable(pkg, node, text)
+
+    def unsatisfiable(self, pkg: Package, node: richdep.Node, text: str) -> None:
+        """Nothing allowed satisfies `node`: a cut edge if something installed would, else a warning."""
+        installed = sorted({p.name for d in richdep.atoms(node) for p in self.providers(d)})
+        if installed:
+            self.cut.setdefault((pkg.name, text), CutEdge(pkg.name, text, ", ".join(installed)))
+        else:
+            self.warnings.append(f"{pkg.nevra} requires {text}, which nothing installed provides")
 
     def follow(self, who: Chosen) -> None:
         pkg = who.package

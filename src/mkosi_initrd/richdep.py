@@ -8,12 +8,10 @@ parenthesised expression. Different operators may not be mixed without parenthes
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from mkosi_initrd.pkgdb import Dep
 
-_TOKEN = re.compile(r"\s*(\(|\)|[^\s()]+)")
 _CMP = ("<", "<=", "=", "==", ">=", ">")
 _NARY = ("and", "or", "with")
 _BINARY = ("without",)
@@ -52,13 +50,38 @@ Node = Atom | Bool | Cond
 
 
 def parse(text: str) -> Node:
-    tokens = _TOKEN.findall(text)
+    tokens = tokenize(text)
     if not tokens or tokens[0] != "(":
         raise RichDepError(f"rich dependency must start with '(': {text!r}")
     node, pos = _expr(tokens, 1, text)
     if pos != len(tokens):
         raise RichDepError(f"trailing text after rich dependency: {text!r}")
     return node
+
+
+def tokenize(text: str) -> list[str]:
+    """Parentheses and words; a word keeps balanced parentheses (`libfx.so.1()(64bit)`)."""
+    tokens = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c.isspace():
+            i += 1
+        elif c in "()":
+            tokens.append(c)
+            i += 1
+        else:
+            start, depth = i, 0
+            while i < len(text) and not text[i].isspace():
+                if text[i] == "(":
+                    depth += 1
+                elif text[i] == ")":
+                    if depth == 0:
+                        break
+                    depth -= 1
+                i += 1
+            tokens.append(text[start:i])
+    return tokens
 
 
 def _operand(tokens: list[str], pos: int, text: str) -> tuple[Node, int]:

@@ -1,0 +1,117 @@
+"""The dpkg backend on this machine's own database, checked against apt and dpkg-query."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mkosi_initrd.closure import Excluder, Request, resolve
+from mkosi_initrd.pkgdb import Dep
+from mkosi_initrd.pkgdb_dpkg import DpkgDB, parse_depends
+
+pytestmark = pytest.mark.skipif(
+    not Path("/var/lib/dpkg/status").exists() or not shutil.which("apt-cache"), reason="needs a dpkg system"
+)
+
+
+def installed() -> set[str]:
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package}\t${db:Status-Status}\n"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line.split("\t")[0] for line in out.splitlines() if line.endswith("\tinstalled")}
+
+
+def apt_closure(name: str) -> set[str]:
+    """`apt-cache depends --recurse --installed`: every installed package reachable by
+    Depends/Pre-Depends (apt also lists uninstalled providers and every alternative)."""
+    out = subprocess.run(
+        ["apt-cache", "depends", "--recurse", "--installed", "--no-recommends", "--no-suggests",
+         "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", name],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return {line.strip() for line in out.splitlines() if not line.startswith(" ")} & installed()
+
+
+@pytest.fixture(scope="module")
+def db() -> DpkgDB:
+    return DpkgDB(Path("/"))
+
+
+def test_parses_alternatives_versions_and_qualifiers() -> None:
+    deps = parse_depends(
+        "libc6 (>= 2.34), usrmerge | usr-is-merged (>> 1~), python3:any, foo [amd64] <!nocheck>"
+    )
+    assert deps == [
+        Dep("libc6", ">=", "2.34"),
+        Dep("(usrmerge or usr-is-merged > 1~)", rich=True),
+        Dep("python3:any"),
+        Dep("foo"),
+    ]
+
+
+def test_lists_exactly_the_installed_packages(db: DpkgDB) -> None:
+    assert {p.name for p in db.packages()} == installed()
+
+
+def test_versions_match_dpkg_query(db: DpkgDB) -> None:
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package}:${Architecture} ${Version}\n", "systemd", "libc6", "dmsetup"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for line in out.splitlines():
+        key, version = line.split()
+        pkg = next(p for p in db.packages() if p.key == key)
+        assert db.full_version(pkg) == version
+        assert db.vercmp(pkg.evr, version) == 0
+
+
+@pytest.mark.parametrize("name", ["systemd", "udev", "util-linux", "login"])
+def test_closure_matches_apt_cache(db: DpkgDB, name: str) -> None:
+    if name not in installed():
+        pytest.skip(f"{name} is not installed")
+    closure = resolve(db, [Request(name, "list")], Excluder([]))
+    assert {c.package.name for c in closure.packages} == apt_closure(name)
+    assert not closure.warnings
+
+
+def test_versioned_provides_need_a_versioned_provide(db: DpkgDB) -> None:
+    # perl-base provides `libfile-path-perl (= 2.18)` in Debian 12.
+    prov = [
+        p for p in db.packages() if any(d.name == "libfile-path-perl" and d.op == "=" for d in p.provides)
+    ]
+    if not prov:
+        pytest.skip("no versioned provide of libfile-path-perl here")
+    version = next(d.evr for d in prov[0].provides if d.name == "libfile-path-perl")
+    assert db.providers(Dep("libfile-path-perl", ">=", version)) == prov
+    assert db.providers(Dep("libfile-path-perl", ">", version)) == []
+
+
+def test_file_entries_are_found_through_usrmerge_links(db: DpkgDB) -> None:
+    owner = subprocess.run(["dpkg-query", "-S", "/bin/bash"], capture_output=True, text=True).stdout.split(
+        ":"
+    )[0]
+    assert [p.name for p in db.providers(Dep("/usr/bin/bash"))] == [owner]
+    assert [p.name for p in db.providers(Dep("/bin/bash"))] == [owner]
+
+
+def test_file_lists_match_dpkg_L(db: DpkgDB) -> None:
+    pkg = next(p for p in db.packages() if p.name == "kmod")
+    listed = subprocess.run(["dpkg", "-L", "kmod"], capture_output=True, text=True, check=True).stdout.split(
+        "\n"
+    )
+    assert {f.path for f in db.files(pkg)} == {p for p in listed if p and p != "/."}
+
+
+def test_diverted_files_belong_to_the_diverter(db: DpkgDB) -> None:
+    # dash diverts /bin/sh (to /bin/sh.distrib) on Debian; whoever else lists /bin/sh does not get it.
+    divs = subprocess.run(["dpkg-divert", "--list"], capture_output=True, text=True).stdout
+    if "/bin/sh " not in divs and "/usr/share/man/man1/sh.1.gz" not in divs:
+        pytest.skip("no diversion to check")
+    dash = next(p for p in db.packages() if p.name == "dash")
+    assert "/bin/sh" in {f.path for f in db.files(dash)}

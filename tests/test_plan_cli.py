@@ -1,0 +1,160 @@
+"""`mkosi-initrd plan` end to end, and the configuration files it reads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fixtures.rpmspecs import rpm_root
+from mkosi_initrd.cli import main, parse_args
+from mkosi_initrd.config import load_config
+from mkosi_initrd.errors import InitrdError
+
+
+@pytest.fixture(scope="module")
+def root() -> Path:
+    return rpm_root()
+
+
+@pytest.fixture
+def own_root(root: Path, tmp_path: Path) -> Path:
+    """A private copy of the fixture root, to write config files into."""
+    dst = tmp_path / "root"
+    shutil.copytree(root, dst, symlinks=True)
+    return dst
+
+
+def plan_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:  # type: ignore[type-arg]
+    assert main(["plan", "-k", "1.0", "--json", *args]) == 0
+    return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+
+def test_plan_json_has_packages_with_reasons_cut_edges_and_missing(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = plan_json(capsys, "--root", str(root), "--add-package", "fx-app")
+    pkgs = {p["name"]: p for p in plan["packages"]}
+    assert plan["backend"] == "rpm" and plan["kernel_version"] == "1.0"
+    assert pkgs["systemd-udev"]["reason"] == ["list:udev", "systemd-udev"]
+    assert pkgs["fx-lib"]["nevra"] == "fx-lib-1:2.3-4.noarch"
+    assert pkgs["fx-app"]["files"] > 0 and pkgs["fx-app"]["bytes"] > 0
+    assert {"package": "fx-app", "requires": "fx-python-thing", "excluded": "python3-fx"} in plan[
+        "cut_edges"
+    ]
+    assert "tpm2-tss" in plan["missing"]
+    assert plan["files"] >= sum(p["files"] for p in plan["packages"]) - 0
+    assert "modules" in plan and "firmware" in plan
+
+
+def test_plan_text_shows_nevra_chain_and_cut_edges(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "-k", "1.0", "--root", str(root), "--add-package", "fx-app"]) == 0
+    out = capsys.readouterr().out
+    assert "fx-lib-1:2.3-4.noarch" in out
+    assert "config:fx-app → fx-app → bash → glibc" in out or "list:systemd → systemd → glibc" in out
+    assert "fx-app requires fx-python-thing" in out
+    assert "missing (optional entries, not installed): tpm2-tss" in out
+
+
+def test_missing_package_fails_naming_it(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "-k", "1.0", "--root", str(root), "--add-package", "no-such-package"]) == 1
+    err = capsys.readouterr().err
+    assert "no-such-package" in err and "not installed" in err
+
+
+def test_unknown_distribution_fails_clearly(own_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    osr = own_root / "etc/os-release"
+    osr.unlink()
+    osr.write_text("ID=plan9\n")
+    assert main(["plan", "-k", "1.0", "--root", str(own_root)]) == 1
+    assert "no package list for this distribution: ID='plan9'" in capsys.readouterr().err
+
+
+def test_missing_root_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "-k", "1.0", "--root", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_profile_entries_come_from_the_profile(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "-k", "1.0", "--root", str(root), "--profile", "lvm"]) == 1
+    assert "'lvm2' (from profile:lvm) is not installed" in capsys.readouterr().err
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_config_files_and_dropins_merge_with_precedence(own_root: Path) -> None:
+    write(own_root / "usr/lib/mkosi-initrd/mkosi-initrd.conf", "[Packages]\nPackages=fx-lib\n")
+    write(own_root / "etc/mkosi-initrd/mkosi-initrd.conf", "[Packages]\nPackages=fx-ver\nProfiles=raid\n")
+    write(own_root / "usr/lib/mkosi-initrd/mkosi-initrd.conf.d/10-a.conf", "[Packages]\nPackages=fx-both\n")
+    write(own_root / "etc/mkosi-initrd/mkosi-initrd.conf.d/10-a.conf", "[Packages]\nPackages=fx-nested\n")
+    write(own_root / "run/mkosi-initrd/mkosi-initrd.conf.d/20-b.conf", "[Packages]\nRemovePackages=less\n")
+    write(
+        own_root / "run/mkosi-initrd/mkosi-initrd.conf.d/30-c.conf",
+        "[Packages]\nWithRecommends=yes\n[Files]\nRemoveFiles=/usr/share/fx\n[Output]\nCompression=xz\n",
+    )
+    args = parse_args(["plan", "--add-package", "fx-app", "--profile", "lvm", "--remove-package", "gzip"])
+    cfg = load_config(own_root, "1.0", args)
+    # /etc's main file replaces /usr/lib's; /etc's 10-a.conf replaces /usr/lib's; CLI adds.
+    assert cfg.packages == ("fx-ver", "fx-nested", "fx-app")
+    assert cfg.profiles == ("raid", "lvm")
+    assert cfg.remove_packages == ("less", "gzip")
+    assert cfg.weak_deps and cfg.compression == "xz" and cfg.remove_files == ("/usr/share/fx",)
+
+
+def test_empty_assignment_resets_a_list(own_root: Path) -> None:
+    write(own_root / "etc/mkosi-initrd/mkosi-initrd.conf", "[Packages]\nPackages=fx-ver fx-lib\n")
+    write(
+        own_root / "etc/mkosi-initrd/mkosi-initrd.conf.d/50.conf",
+        "[Packages]\nPackages=\nPackages=fx-both\n",
+    )
+    assert load_config(own_root, "1.0", None).packages == ("fx-both",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[Packages]\nFoo=bar\n", "unknown setting"),
+        ("[Packages]\nProfiles=gpu\n", "unknown profile"),
+        ("Packages=x\n", "cannot parse"),
+        ("[Packages]\nWithRecommends=maybe\n", "expected a boolean"),
+    ],
+)
+def test_bad_config_is_an_error_naming_file_and_line(own_root: Path, text: str, message: str) -> None:
+    write(own_root / "etc/mkosi-initrd/mkosi-initrd.conf", text)
+    with pytest.raises(InitrdError, match=message) as e:
+        load_config(own_root, "1.0", None)
+    assert "etc/mkosi-initrd/mkosi-initrd.conf:" in str(e.value)
+
+
+def test_config_changes_the_plan(own_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(
+        own_root / "etc/mkosi-initrd/mkosi-initrd.conf",
+        "[Packages]\nPackages=fx-app\nRemovePackages=fx-alt-b\n"
+        "[Files]\nRemoveFiles=/usr/bin/fx-*\nExtraFiles=/usr/share/fx/ver:/etc/fx-version\n",
+    )
+    plan = plan_json(capsys, "--root", str(own_root))
+    assert "fx-app" in {p["name"] for p in plan["packages"]}
+    assert "fx-alt-b" not in {p["name"] for p in plan["packages"]}
+    assert {"package": "fx-app", "requires": "(fx-alt-a or fx-alt-b)", "excluded": "fx-alt-b"} in plan[
+        "cut_edges"
+    ]
+
+
+def test_config_removes_and_adds_files(own_root: Path) -> None:
+    from mkosi_initrd.planner import make_plan
+
+    write(
+        own_root / "etc/mkosi-initrd/mkosi-initrd.conf",
+        "[Packages]\nPackages=fx-app\n[Files]\nRemoveFiles=/usr/bin/fx-*\nExtraFiles=/usr/share/fx/ver:/etc/fx-version\n",
+    )
+    entries = {e.path: e for e in make_plan(load_config(own_root, "1.0", None)).entries}
+    assert (
+        "/usr/bin/fx" in entries and "/usr/bin/fx-link" not in entries and "/usr/bin/fx-suid" not in entries
+    )
+    assert entries["/etc/fx-version"].source == own_root / "usr/share/fx/ver"
+    assert list(entries) == sorted(entries)
