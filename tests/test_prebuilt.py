@@ -23,8 +23,13 @@ KVER = "6.1.0-56-amd64"
 REG = stat.S_IFREG | 0o644
 
 
-def manifest(kernel: str, generator: str = "mkosi-initrd") -> Entry:
-    data = json.dumps({"generator": {"name": generator, "version": "0.1.0"}, "kernel": kernel}).encode()
+def manifest(kernel: str, generator: str = "mkosi-initrd", generic: bool = True) -> Entry:
+    fields = {
+        "generator": {"name": generator, "version": "0.1.0"},
+        "kernel": kernel,
+        "build": {"generic": generic},
+    }
+    data = json.dumps(fields).encode()
     return Entry("/usr/lib/mkosi-initrd/manifest.json", REG, data=data, size=len(data))
 
 
@@ -64,6 +69,13 @@ def test_initrd_whose_manifest_names_another_kernel_is_not_used(
     with caplog.at_level(logging.INFO, logger="mkosi-initrd"):
         assert prebuilt_initrd(tmp_path, KVER) is None
     assert "built for kernel '6.1.0-55-amd64'" in caplog.text
+
+
+def test_host_only_initrd_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    install(tmp_path, KVER, [manifest(KVER, generic=False), modules_dep(KVER)])
+    with caplog.at_level(logging.INFO, logger="mkosi-initrd"):
+        assert prebuilt_initrd(tmp_path, KVER) is None
+    assert "host-only" in caplog.text
 
 
 def test_initrd_holding_another_kernels_modules_is_not_used(tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ Path convention (docs/DESIGN.md, "Prebuilt initrds"): `/usr/lib/modules/KVER/ini
 kernel image, the place dracut's plugin also looks for one. packaging/mkosi-initrd-initrd.spec builds
 such a package. A file there is used only if it is ours and for this kernel:
 
-- its manifest (`/usr/lib/mkosi-initrd/manifest.json`) says `"generator": {"name": "mkosi-initrd"}`
-  and `"kernel": KVER`, and
+- its manifest (`/usr/lib/mkosi-initrd/manifest.json`) says `"generator": {"name": "mkosi-initrd"}`,
+  `"kernel": KVER` and `"build": {"generic": true}` (a host-only initrd describes the machine it was
+  built on, at the time it was built: never reused), and
 - its modules are this kernel's: it holds `/usr/lib/modules/KVER/modules.dep` and no other kernel's
   module directory.
 
@@ -65,6 +66,9 @@ def mismatch(path: Path, kver: str) -> str:
         return f"its manifest names generator {name!r}, not {GENERATOR!r}"
     if manifest.get("kernel") != kver:
         return f"it was built for kernel {manifest.get('kernel')!r}, not {kver!r}"
+    build = manifest.get("build")
+    if not isinstance(build, dict) or build.get("generic") is not True:
+        return "it is a host-only initrd, not a generic one"
     kernels = {
         m.path.split("/")[4] for m in iter_members(segments) if m.path.startswith("/usr/lib/modules/")
     }
