@@ -155,6 +155,23 @@ def test_microcode_goes_first_in_initrd_each_part_padded_to_4(
     assert section_bytes(out, ".initrd") == expected
 
 
+def test_newer_stub_gets_microcode_as_ucode_section(config: Config, initrd: Path, tmp_path: Path) -> None:
+    # The same stub, its .sdmagic saying v256 (the first systemd-stub that reads .ucode).
+    data = STUB.read_bytes()
+    magic = re.search(rb"systemd-stub 252[^ ]*", data)
+    assert magic is not None
+    stub256 = tmp_path / "linuxx64-256.efi.stub"
+    stub256.write_bytes(data.replace(magic.group(0), b"systemd-stub 256".ljust(len(magic.group(0)), b" ")))
+    ucode = make_cpio(tmp_path, "ucode.cpio", {"kernel/x86/microcode/AuthenticAMD.bin": b"a" * 9})
+    out = tmp_path / "uki.efi"
+    uki.build_uki(config, options(config, stub=stub256), [initrd], out, microcode=ucode)
+
+    names = [r[0] for r in objdump_sections(out)][len(STUB_SECTIONS) :]
+    assert names == [".osrel", ".cmdline", ".uname", ".initrd", ".ucode", ".linux"]
+    assert section_bytes(out, ".ucode") == ucode.read_bytes()
+    assert section_bytes(out, ".initrd") == initrd.read_bytes() + bytes(-initrd.stat().st_size % 4)
+
+
 def test_splash_and_devicetree_take_their_places(config: Config, initrd: Path, tmp_path: Path) -> None:
     splash, dtb = tmp_path / "splash.bmp", tmp_path / "board.dtb"
     splash.write_bytes(b"BM" + bytes(100))
@@ -249,6 +266,19 @@ def test_signed_stub_is_refused(config: Config, tmp_path: Path) -> None:
     )
     with pytest.raises(InitrdError, match="is signed"):
         options(config, stub=signed)
+
+
+def test_a_uki_as_kernel_image_is_refused(config: Config, initrd: Path, tmp_path: Path) -> None:
+    out = tmp_path / "uki.efi"
+    uki.build_uki(config, options(config), [initrd], out)
+    with pytest.raises(InitrdError, match="is a unified kernel image already"):
+        uki.uki_options(config, kernel_image=out, environ={})
+
+
+def test_pefile_finds_nothing_new_to_warn_about(config: Config, initrd: Path, tmp_path: Path) -> None:
+    out = tmp_path / "uki.efi"
+    uki.build_uki(config, options(config), [initrd], out)
+    assert pefile.PE(str(out)).get_warnings() == pefile.PE(str(STUB)).get_warnings()
 
 
 def test_not_a_pe_kernel_is_refused(config: Config, initrd: Path) -> None:

@@ -185,6 +185,11 @@ def uki_options(
     env = os.environ if environ is None else environ
     kernel_path = kernel_image or default_kernel_image(config)
     kernel_data, kernel = _read_pe(kernel_path, "kernel image")
+    if pemod.find_section(kernel, ".linux") is not None:
+        raise InitrdError(
+            f"kernel image {kernel_path} is a unified kernel image already",
+            hint="pass the plain kernel (vmlinuz) with --kernel-image",
+        )
     uname = detect_uname(kernel_data)
     if uname is not None and config.kver and uname != config.kver:
         raise InitrdError(
