@@ -1,0 +1,158 @@
+"""What the running host uses: loaded and built-in modules, device modaliases, the root's block stack.
+
+Every probe takes the sysfs/procfs paths as parameters (Config.sysfs/procfs), so tests run on
+fixture trees; reasons name the paths as the host sees them (`/sys/...`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+# dm UUID prefix (set by the tool that created the mapping) → the target module it needs.
+_DM_UUID_MODULES = (
+    ("CRYPT-VERITY-", "dm_verity"),
+    ("CRYPT-INTEGRITY-", "dm_integrity"),
+    ("CRYPT-", "dm_crypt"),
+    ("LVM-", "dm_mod"),
+    ("mpath-", "dm_multipath"),
+)
+# /sys/block/mdX/md/level → the personality module.
+_MD_LEVEL_MODULES = {
+    "raid0": "raid0",
+    "raid1": "raid1",
+    "raid4": "raid456",
+    "raid5": "raid456",
+    "raid6": "raid456",
+    "raid10": "raid10",
+    "linear": "linear",
+}
+
+
+@dataclass(frozen=True)
+class Want:
+    """A module (by name) or a modalias (to look up) the host needs, and why."""
+
+    reason: str
+    module: str = ""
+    modalias: str = ""
+
+
+def _shown(sysfs: Path, path: Path) -> str:
+    """A fixture path as the host would name it."""
+    try:
+        return "/sys/" + str(path.relative_to(sysfs))
+    except ValueError:
+        return str(path)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def sys_modules(sysfs: Path) -> Iterator[Want]:
+    """/sys/module lists loaded modules and built-in ones that have parameters."""
+    moddir = sysfs / "module"
+    if moddir.is_dir():
+        for name in sorted(os.listdir(moddir)):
+            yield Want(reason=f"host: /sys/module/{name}", module=name)
+
+
+def device_modaliases(sysfs: Path) -> Iterator[Want]:
+    """Every /sys/devices/**/modalias (symlinks are not followed: sysfs has loops)."""
+    top = sysfs / "devices"
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        if "modalias" in filenames:
+            alias = _read(Path(dirpath) / "modalias")
+            if alias:
+                yield Want(reason=f"modalias: {_shown(sysfs, Path(dirpath))} ({alias})", modalias=alias)
+
+
+@dataclass(frozen=True)
+class RootMount:
+    fstype: str
+    devnum: str  # "MAJ:MIN"
+    source: str
+
+
+def root_mount(procfs: Path) -> RootMount | None:
+    """The mount at / from mountinfo (the last one wins when mounts are stacked)."""
+    found = None
+    for line in _read(procfs / "self/mountinfo").splitlines():
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5 or fields[4] != "/":
+            continue
+        rfields = right.split()
+        if len(rfields) >= 2:
+            found = RootMount(fstype=rfields[0], devnum=fields[2], source=rfields[1])
+    return found
+
+
+def _block_dir(sysfs: Path, mount: RootMount) -> Path | None:
+    link = sysfs / "dev/block" / mount.devnum
+    if not mount.devnum.startswith("0:") and link.exists():
+        return Path(os.path.realpath(link))
+    # Anonymous devices (btrfs, overlay): try the source device by name.
+    if mount.source.startswith("/dev/"):
+        byname = sysfs / "class/block" / os.path.basename(mount.source)
+        if byname.exists():
+            return Path(os.path.realpath(byname))
+    return None
+
+
+def _stack(sysfs: Path, block: Path, seen: set[Path]) -> Iterator[Want]:
+    """The block device, what it is built from (slaves), and the drivers of their parents."""
+    if block in seen:
+        return
+    seen.add(block)
+    name = _shown(sysfs, block)
+    uuid = _read(block / "dm/uuid")
+    if (block / "dm").is_dir():
+        yield Want(reason=f"root: device-mapper {name}", module="dm_mod")
+        for prefix, module in _DM_UUID_MODULES:
+            if uuid.startswith(prefix):
+                yield Want(reason=f"root: {name} (dm uuid {prefix}...)", module=module)
+                break
+    level = _read(block / "md/level")
+    if level:
+        yield Want(reason=f"root: md {name}", module="md_mod")
+        if level in _MD_LEVEL_MODULES:
+            yield Want(reason=f"root: md {name} ({level})", module=_MD_LEVEL_MODULES[level])
+    slaves = block / "slaves"
+    if slaves.is_dir():
+        for slave in sorted(os.listdir(slaves)):
+            yield from _stack(sysfs, Path(os.path.realpath(slaves / slave)), seen)
+    # A partition's disk is its parent directory; then walk up to the bus.
+    devices = sysfs / "devices"
+    parent = block
+    while parent != devices and devices in parent.parents:
+        modlink = parent / "driver/module"  # absent for built-in drivers: nothing to add
+        if modlink.exists():
+            yield Want(
+                reason=f"root: driver of {_shown(sysfs, parent)}",
+                module=os.path.basename(os.path.realpath(modlink)),
+            )
+        alias = _read(parent / "modalias")
+        if alias:
+            yield Want(reason=f"root: modalias of {_shown(sysfs, parent)} ({alias})", modalias=alias)
+        parent = parent.parent
+
+
+def root_needs(sysfs: Path, procfs: Path) -> Iterator[Want]:
+    """The root file system's type and every module its block stack is made of."""
+    mount = root_mount(procfs)
+    if mount is None:
+        return
+    sysfs = Path(os.path.realpath(sysfs))  # compared with resolved links below
+    yield Want(reason=f"root: {mount.fstype} on /", module=mount.fstype)
+    yield Want(reason=f"root: {mount.fstype} on /", modalias=f"fs-{mount.fstype}")
+    block = _block_dir(sysfs, mount)
+    if block is not None:
+        yield from _stack(sysfs, block, set())

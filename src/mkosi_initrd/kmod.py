@@ -1,0 +1,274 @@
+"""The kernel's part of the plan: which modules and firmware go in, why, and their archive entries.
+
+    plan_kernel(config) -> KernelPart
+
+1. patterns: the default list (resources/modules/default.list), the profiles' lists, then the user's
+   (config.modules; last match wins, so users can exclude what a list includes);
+2. host-only mode adds /sys/module, device modaliases and the root's file system and block stack
+   (hostprobe.py), except what a pattern excludes;
+3. closure: modules.dep (always, even for excluded modules: they cannot load without), softdeps
+   (modules.softdep and .modinfo, pre and post) and weakdeps, aliases resolved via modules.alias;
+   built-in modules satisfy dependencies;
+4. firmware= of the selected modules (firmware.py), user firmware globs;
+5. entries: the module files as shipped (compressed ones stay compressed: see bench_modules.py)
+   and the index files regenerated for the subset (modregen.py).
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from mkosi_initrd import hostprobe
+from mkosi_initrd.config import Config
+from mkosi_initrd.errors import InitrdError
+from mkosi_initrd.firmware import select_firmware
+from mkosi_initrd.log import log
+from mkosi_initrd.modindex import KernelIndex, load_index, normalize, strip_module_suffix
+from mkosi_initrd.modinfo import COMPRESSED_SUFFIXES, ModInfo, decompress, read_modinfo
+from mkosi_initrd.modpattern import Pattern, PatternSet, compile_pattern, matches, module_key
+from mkosi_initrd.modregen import regenerate
+from mkosi_initrd.plan import Entry, FirmwareChoice, ModuleChoice
+from mkosi_initrd.resources import read_list, resource_dir
+from mkosi_initrd.rootfs import resolve_in_root
+
+MODULES_DIR = "/usr/lib/modules"
+
+
+@dataclass(frozen=True)
+class KernelPart:
+    modules: tuple[ModuleChoice, ...]
+    firmware: tuple[FirmwareChoice, ...]
+    missing_firmware: tuple[str, ...]
+    entries: tuple[Entry, ...]
+    warnings: tuple[str, ...]
+    builtin: tuple[str, ...] = ()  # selected modules that are built into the kernel
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The closed module set: name → reason, plus what it needed and did not find."""
+
+    modules: dict[str, str]
+    builtin: dict[str, str]
+    info: dict[str, ModInfo]
+    warnings: tuple[str, ...]
+
+
+def patterns_for(config: Config) -> list[Pattern]:
+    patterns = [compile_pattern(p, "listed") for p in read_list("modules/default.list")]
+    for profile in config.profiles:
+        if (resource_dir() / f"modules/profile-{profile}.list").exists():
+            patterns += [
+                compile_pattern(p, f"profile {profile}")
+                for p in read_list(f"modules/profile-{profile}.list")
+            ]
+    patterns += [compile_pattern(p, "config") for p in config.modules]
+    return patterns
+
+
+def _keys(index: KernelIndex) -> Iterator[tuple[str, str, bool]]:
+    for name, rel, builtin in index.all_paths():
+        yield name, module_key(strip_module_suffix(rel)), builtin
+
+
+def _check_user_patterns(index: KernelIndex, patterns: Iterable[Pattern]) -> None:
+    """A module the user asks for by name or pattern must exist (loadable or built in)."""
+    wanted = [p for p in patterns if p.source == "config" and p.include]
+    keys = [key for _, key, _ in _keys(index)] if wanted else []
+    for p in wanted:
+        if not any(matches(p, k) for k in keys):
+            raise InitrdError(
+                f"kernel module {p.text!r} not found in kernel {index.kver}",
+                hint=f"check the name with 'modinfo -k {index.kver} NAME', or drop it from the config",
+            )
+
+
+class _Closure:
+    def __init__(self, index: KernelIndex, excluded: set[str]) -> None:
+        self.index = index
+        self.excluded = excluded
+        self.modules: dict[str, str] = {}
+        self.builtin: dict[str, str] = {}
+        self.info: dict[str, ModInfo] = {}
+        self.warnings: list[str] = []
+        self._frontier: list[str] = []
+
+    def add(self, name: str, reason: str, *, hard: bool = False) -> None:
+        """A loadable or built-in module; soft additions respect exclusions, hard ones do not."""
+        name = normalize(name)
+        if name in self.modules or name in self.builtin or (not hard and name in self.excluded):
+            return
+        if name in self.index.paths:
+            self.modules[name] = reason
+            self._frontier.append(name)
+        elif name in self.index.builtin:
+            self.builtin[name] = reason
+
+    def add_optional(self, target: str, reason: str) -> None:
+        """A softdep/weakdep target: a module name or an alias."""
+        loadable, builtin = self.index.resolve(target)
+        for m in (*loadable, *builtin):
+            self.add(m, reason)
+
+    def add_modalias(self, modalias: str, reason: str) -> None:
+        for _pattern, m in self.index.aliases.lookup(modalias):
+            self.add(m, reason)
+
+    def run(self) -> None:
+        while self._frontier:
+            batch, self._frontier = self._frontier, []
+            for name, info in zip(batch, _read_all(self.index, batch), strict=True):
+                self.info[name] = info
+                self._follow(name, info)
+
+    def _follow(self, name: str, info: ModInfo) -> None:
+        idx = self.index
+        for dep in idx.deps.get(name, ()):
+            if dep in idx.paths:
+                self.add(dep, f"dependency of {name}", hard=True)
+            elif dep not in idx.builtin:
+                self.warnings.append(f"{dep} is a dependency of {name} but is not installed")
+        for dep in info.depends:
+            if normalize(dep) not in idx.paths and normalize(dep) not in idx.builtin:
+                self.warnings.append(f"{dep} is a dependency of {name} but is not installed")
+            else:
+                self.add(dep, f"dependency of {name}", hard=True)
+        pre, post = idx.softdeps.get(name, ((), ()))
+        for target in (*pre, *info.softdep_pre, *post, *info.softdep_post):
+            self.add_optional(target, f"softdep of {name}")
+        for target in (*idx.weakdeps.get(name, ()), *info.weakdep):
+            self.add_optional(target, f"weakdep of {name}")
+
+
+def _read_all(index: KernelIndex, names: list[str]) -> list[ModInfo]:
+    """The .modinfo of each module; compressed ones are decompressed in threads (lzma/zstd drop the GIL)."""
+    paths = [index.moddir / index.paths[n] for n in names]
+    if len(paths) > 4 and any(p.name.endswith(COMPRESSED_SUFFIXES) for p in paths):
+        with ThreadPoolExecutor() as pool:
+            return list(pool.map(read_modinfo, paths))
+    return [read_modinfo(p) for p in paths]
+
+
+def _host_wants(config: Config) -> Iterator[hostprobe.Want]:
+    yield from hostprobe.root_needs(config.sysfs, config.procfs)
+    yield from hostprobe.sys_modules(config.sysfs)
+    yield from hostprobe.device_modaliases(config.sysfs)
+
+
+def select_modules(config: Config, index: KernelIndex) -> Selection:
+    patterns = patterns_for(config)
+    _check_user_patterns(index, patterns)
+    pset = PatternSet(patterns)
+    excluded: set[str] = set()
+    chosen: list[tuple[str, str]] = []
+    for name, key, _builtin in _keys(index):
+        p = pset.decide(key)
+        if p is None:
+            continue
+        if p.include:
+            chosen.append((name, p.reason))
+        else:
+            excluded.add(name)
+    wants = list(_host_wants(config)) if not config.generic else []
+    return close(index, sorted(chosen), wants, excluded)
+
+
+def close(
+    index: KernelIndex,
+    chosen: Iterable[tuple[str, str]],
+    wants: Iterable[hostprobe.Want] = (),
+    excluded: Iterable[str] = (),
+) -> Selection:
+    """The closure of the chosen modules ((name, reason), first reason wins) and the host's wants."""
+    closure = _Closure(index, set(excluded))
+    for name, reason in chosen:
+        closure.add(name, reason)
+    for want in wants:
+        if want.module:
+            closure.add(want.module, want.reason)
+        if want.modalias:
+            closure.add_modalias(want.modalias, want.reason)
+    closure.run()
+    return Selection(
+        modules=closure.modules,
+        builtin=closure.builtin,
+        info=closure.info,
+        warnings=tuple(dict.fromkeys(closure.warnings)),
+    )
+
+
+def stored_path(rel: str) -> str:
+    """Where a module goes in the initrd: as shipped, except gzip ones are stored decompressed.
+
+    xz and zstd modules stay compressed: every kmod that distributions build with those has them,
+    and bench_modules.py measured storing them as shipped to give a smaller image in less time.
+    gzip is the exception: Debian's kmod is built without zlib and could not load them.
+    """
+    return rel[: -len(".gz")] if rel.endswith(".ko.gz") else rel
+
+
+def _module_entries(config: Config, index: KernelIndex, selection: Selection) -> list[Entry]:
+    kdir = f"{MODULES_DIR}/{index.kver}"
+    entries: dict[str, Entry] = {}
+
+    def dirs(path: str) -> None:
+        parts = path.split("/")
+        for i in range(4, len(parts)):  # /usr/lib/modules and below
+            d = "/".join(parts[:i])
+            entries.setdefault(d, Entry(path=d, mode=stat.S_IFDIR | 0o755, origin="kernel"))
+
+    sources: list[tuple[str, Path | bytes]] = []
+    for name in sorted(selection.modules):
+        rel = index.paths[name]
+        source = resolve_in_root(config.root, f"{kdir}/{rel}")
+        st = source.stat()
+        path = f"{kdir}/{stored_path(rel)}"
+        dirs(path)
+        mode = stat.S_IFREG | (st.st_mode & 0o777)
+        if stored_path(rel) != rel:
+            data = decompress(source.read_bytes())
+            entries[path] = Entry(path=path, mode=mode, data=data, size=len(data), origin="kernel")
+            sources.append((stored_path(rel), data))
+        else:
+            entries[path] = Entry(path=path, mode=mode, source=source, size=st.st_size, origin="kernel")
+            sources.append((rel, source))
+    for fname, data in sorted(regenerate(index.moddir, index.kver, sources).items()):
+        path = f"{kdir}/{fname}"
+        dirs(path)
+        entries[path] = Entry(
+            path=path, mode=stat.S_IFREG | 0o644, data=data, size=len(data), origin="kernel"
+        )
+    return [entries[p] for p in sorted(entries)]
+
+
+def firmware_wants(index: KernelIndex, selection: Selection) -> list[tuple[str, str]]:
+    wants = [(m, fw) for m in sorted(selection.modules) for fw in selection.info[m].firmware]
+    for m in sorted(selection.builtin):
+        wants += [(m, fw) for fw in index.builtin_info.get(m, ModInfo()).firmware]
+    return wants
+
+
+def plan_kernel(config: Config) -> KernelPart:
+    kdir = resolve_in_root(config.root, f"{MODULES_DIR}/{config.kver}")
+    index = load_index(kdir, config.kver)
+    selection = select_modules(config, index)
+    fw = select_firmware(config.root, config.kver, firmware_wants(index, selection), config.firmware)
+    for w in (*selection.warnings, *fw.warnings):
+        log.debug("kernel %s: %s", config.kver, w)  # returned in KernelPart.warnings, shown by the caller
+    modules = tuple(
+        ModuleChoice(name=name, path=stored_path(index.paths[name]), reason=reason)
+        for name, reason in sorted(selection.modules.items(), key=lambda kv: index.paths[kv[0]])
+    )
+    entries = _module_entries(config, index, selection) + list(fw.entries)
+    return KernelPart(
+        modules=modules,
+        firmware=fw.choices,
+        missing_firmware=fw.missing,
+        entries=tuple(sorted(entries, key=lambda e: e.path)),
+        warnings=selection.warnings + fw.warnings,
+        builtin=tuple(sorted(selection.builtin)),
+    )

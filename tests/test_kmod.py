@@ -1,0 +1,246 @@
+"""Module selection and closure on a synthetic kernel (real gcc-built modules indexed by the real depmod)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from tests.fixtures.kernel import SYN_KVER, synthetic_kernel_root
+
+from mkosi_initrd.config import Config
+from mkosi_initrd.errors import InitrdError
+from mkosi_initrd.hostprobe import Want, root_needs
+from mkosi_initrd.kmod import KernelPart, close, plan_kernel
+from mkosi_initrd.modindex import load_index
+
+
+@pytest.fixture(scope="module")
+def root() -> Path:
+    return synthetic_kernel_root()
+
+
+def config(root: Path, **kw: object) -> Config:
+    base = Config(root=root, kver=SYN_KVER, generic=True)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def reasons(part: KernelPart) -> dict[str, str]:
+    return {m.name: m.reason for m in part.modules}
+
+
+def test_generic_takes_the_default_list_and_its_exclusions(root: Path) -> None:
+    got = reasons(plan_kernel(config(root)))
+    assert got["virtio_blk"] == "listed: virtio_blk"
+    assert got["nls_utf8"] == "listed: /fs/nls/"
+    assert got["bar_generic"] == "listed: crypto/"
+    assert got["raid7"] == "listed: raid[0-9]*"
+    assert "hw_crypt" not in got  # -/drivers/crypto/
+    assert "foo" not in got and "blk_a" not in got  # not listed, no host probing in generic mode
+
+
+def test_hard_dependency_by_symbol_is_followed(root: Path) -> None:
+    got = reasons(plan_kernel(config(root, modules=("blk-a",))))
+    assert got["blk_a"] == "config: blk-a"
+    assert got["foo"] == "dependency of blk_a"
+
+
+def closure(root: Path, *names: str, excluded: tuple[str, ...] = ()) -> dict[str, str]:
+    index = load_index(root / "usr/lib/modules" / SYN_KVER, SYN_KVER)
+    return close(index, [(n, "asked") for n in names], excluded=excluded).modules
+
+
+def test_softdeps_pre_through_alias_and_post(root: Path) -> None:
+    got = closure(root, "foo")
+    assert got == {"foo": "asked", "bar_generic": "softdep of foo", "baz": "softdep of foo"}
+
+
+def test_weakdep_from_modinfo_is_followed(root: Path) -> None:
+    assert closure(root, "weak_user") == {"weak_user": "asked", "wk": "weakdep of weak_user"}
+
+
+def test_dependency_chain_through_compressed_modules(root: Path) -> None:
+    assert closure(root, "cz") == {"cz": "asked", "czlib": "dependency of cz"}
+
+
+def test_excluding_a_softdep_leaves_it_out_but_hard_deps_stay(root: Path) -> None:
+    got = reasons(plan_kernel(config(root, modules=("blk-a", "-foo", "-baz"))))
+    assert got["foo"] == "dependency of blk_a"  # blk_a cannot load without it
+    assert "baz" not in got
+    assert closure(root, "blk-a", excluded=("foo", "baz", "bar_generic")) == {
+        "blk_a": "asked",
+        "foo": "dependency of blk_a",
+    }
+
+
+def test_compressed_modules_are_read_and_stored(root: Path) -> None:
+    part = plan_kernel(config(root, modules=("cz", "cg")))
+    got = {m.name: m.path for m in part.modules}
+    assert got["cz"] == "kernel/fs/cz/cz.ko.zst"  # zstd: as shipped
+    assert got["czlib"] == "kernel/lib/czlib.ko.xz"  # xz dependency, as shipped
+    assert got["cg"] == "kernel/fs/cg/cg.ko"  # gzip: decompressed once
+    entries = {e.path: e for e in part.entries}
+    cg = entries[f"/usr/lib/modules/{SYN_KVER}/kernel/fs/cg/cg.ko"]
+    assert cg.data is not None and cg.data.startswith(b"\x7fELF")
+    fw = {f.path for f in part.firmware}
+    assert {"cz/fw.bin.zst", "cg/a.fw", "cg/b.fw.xz"} <= fw  # read from the compressed .modinfo
+
+
+def test_builtin_satisfies_a_softdep_and_brings_its_firmware(root: Path) -> None:
+    part = plan_kernel(config(root, modules=("uses_builtin",)))
+    assert "bi" in part.builtin
+    assert "bi" not in reasons(part)
+    assert any(f.path == "bi/builtin.fw" and f.reason == "bi" for f in part.firmware)
+
+
+def test_missing_firmware_is_a_warning_naming_the_module(root: Path) -> None:
+    part = plan_kernel(config(root, modules=("blk-a",)))
+    assert part.missing_firmware == ("absent/missing.bin (wanted by blk_a)",)
+    assert any("absent/missing.bin (wanted by blk_a)" in w for w in part.warnings)
+
+
+def test_unknown_module_is_an_error_naming_it(root: Path) -> None:
+    with pytest.raises(InitrdError, match="'no-such-module' not found in kernel 9.9.9-test"):
+        plan_kernel(config(root, modules=("no-such-module",)))
+    with pytest.raises(InitrdError, match="'/drivers/nothere/' not found"):
+        plan_kernel(config(root, modules=("/drivers/nothere/",)))
+
+
+def test_kernel_without_modules_dep_is_an_error_naming_the_version(tmp_path: Path) -> None:
+    (tmp_path / "usr/lib/modules/7.7.7/kernel").mkdir(parents=True)
+    with pytest.raises(InitrdError, match="kernel 7.7.7: no modules.dep"):
+        plan_kernel(Config(root=tmp_path, kver="7.7.7", generic=True))
+
+
+def test_regenerated_index_lets_modprobe_resolve_the_subset(root: Path, tmp_path: Path) -> None:
+    part = plan_kernel(config(root, modules=("blk-a", "cz")))
+    write_tree(part, tmp_path)
+    (tmp_path / "lib").symlink_to("usr/lib")  # merged /usr, as the packages in the initrd make it
+    kdir = tmp_path / "lib/modules" / SYN_KVER
+    dep = (kdir / "modules.dep").read_text()
+    assert "kernel/drivers/block/blk-a.ko: kernel/fs/foo/foo.ko" in dep
+    assert "hw_crypt" not in dep  # only the subset
+    out = modprobe(tmp_path, "--show-depends", "pci:v00001234d00000001sv0sd0bc01sc00i00")
+    assert out.splitlines() == [
+        f"insmod {kdir}/kernel/crypto/bar_generic.ko ",  # softdep pre: crypto-bar of foo
+        f"insmod {kdir}/kernel/fs/foo/foo.ko ",
+        f"insmod {kdir}/kernel/lib/baz.ko ",  # softdep post: of foo
+        f"insmod {kdir}/kernel/drivers/block/blk-a.ko ",
+    ]
+    assert "czlib.ko.xz" in modprobe(tmp_path, "--show-depends", "cz")
+
+
+def modprobe(tree: Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["modprobe", "-d", str(tree), "-S", SYN_KVER, *args], capture_output=True, text=True, check=True
+    )
+    return proc.stdout
+
+
+def write_tree(part: KernelPart, dest: Path) -> None:
+    """The entries as files, the way the image writer would store them."""
+    for e in part.entries:
+        path = dest / e.path.lstrip("/")
+        if e.is_dir:
+            path.mkdir(parents=True, exist_ok=True)
+        elif e.is_symlink:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(e.linkto, path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(e.data if e.data is not None else e.source.read_bytes())  # type: ignore[union-attr]
+
+
+# ---- host-only mode on a fixture sysfs/procfs ----
+
+
+def make_host(tmp: Path, *, crypt: bool = False) -> tuple[Path, Path]:
+    sysfs, procfs = tmp / "sys", tmp / "proc"
+    pci = sysfs / "devices/pci0000:00"
+    # A device whose modalias matches blk_a's alias.
+    (pci / "0000:00:03.0").mkdir(parents=True)
+    (pci / "0000:00:03.0/modalias").write_text("pci:v00001234d00005678sv00000000sd00000000bc01sc08i02\n")
+    # The root disk: virtio on PCI, its driver a module.
+    disk = pci / "0000:00:02.0/virtio1/block/vda"
+    (disk / "vda1").mkdir(parents=True)
+    (pci / "0000:00:02.0/modalias").write_text("pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00\n")
+    (pci / "0000:00:02.0/virtio1/modalias").write_text("virtio:d00000002v00001AF4\n")
+    (sysfs / "bus/virtio/drivers/virtio_blk").mkdir(parents=True)
+    (sysfs / "module/virtio_blk").mkdir(parents=True)
+    (sysfs / "bus/virtio/drivers/virtio_blk/module").symlink_to("../../../../module/virtio_blk")
+    (pci / "0000:00:02.0/virtio1/driver").symlink_to("../../../../bus/virtio/drivers/virtio_blk")
+    (sysfs / "module/nvme").mkdir()  # loaded on the host
+    (sysfs / "module/printk").mkdir()  # built-in, not a module of this kernel
+    (sysfs / "dev/block").mkdir(parents=True)
+    (sysfs / "dev/block/254:1").symlink_to("../../devices/pci0000:00/0000:00:02.0/virtio1/block/vda/vda1")
+    devnum, source = "254:1", "/dev/vda1"
+    if crypt:
+        dm = sysfs / "devices/virtual/block/dm-0"
+        (dm / "dm").mkdir(parents=True)
+        (dm / "dm/uuid").write_text("CRYPT-LUKS2-0123-root\n")
+        (dm / "slaves").mkdir()
+        (dm / "slaves/vda1").symlink_to("../../../../pci0000:00/0000:00:02.0/virtio1/block/vda/vda1")
+        (sysfs / "dev/block/253:0").symlink_to("../../devices/virtual/block/dm-0")
+        devnum, source = "253:0", "/dev/mapper/root"
+    (procfs / "self").mkdir(parents=True)
+    (procfs / "self/mountinfo").write_text(
+        f"22 27 0:21 / /proc rw,relatime - proc proc rw\n27 1 {devnum} / / rw,relatime - synfs {source} rw\n"
+    )
+    return sysfs, procfs
+
+
+def test_host_only_adds_root_fs_modalias_and_loaded_modules(root: Path, tmp_path: Path) -> None:
+    sysfs, procfs = make_host(tmp_path)
+    got = reasons(plan_kernel(config(root, generic=False, sysfs=sysfs, procfs=procfs)))
+    assert got["synfs"] == "root: synfs on /"
+    assert got["blk_a"] == (
+        "modalias: /sys/devices/pci0000:00/0000:00:03.0 "
+        "(pci:v00001234d00005678sv00000000sd00000000bc01sc08i02)"
+    )
+    assert got["foo"] == "dependency of blk_a"
+    assert got["virtio_blk"] == "listed: virtio_blk"  # the first reason is kept
+
+
+def test_root_block_stack_names_the_disk_driver_and_bus(tmp_path: Path) -> None:
+    sysfs, procfs = make_host(tmp_path)
+    wants = list(root_needs(sysfs, procfs))
+    assert Want(reason="root: synfs on /", module="synfs") in wants
+    assert (
+        Want(reason="root: driver of /sys/devices/pci0000:00/0000:00:02.0/virtio1", module="virtio_blk")
+        in wants
+    )
+    assert (
+        Want(
+            reason="root: modalias of /sys/devices/pci0000:00/0000:00:02.0 "
+            "(pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00)",
+            modalias="pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00",
+        )
+        in wants
+    )
+
+
+def test_root_on_dm_crypt_follows_slaves(tmp_path: Path) -> None:
+    sysfs, procfs = make_host(tmp_path, crypt=True)
+    wants = {(w.module, w.reason) for w in root_needs(sysfs, procfs) if w.module}
+    assert ("dm_crypt", "root: /sys/devices/virtual/block/dm-0 (dm uuid CRYPT-...)") in wants
+    assert ("dm_mod", "root: device-mapper /sys/devices/virtual/block/dm-0") in wants
+    assert ("virtio_blk", "root: driver of /sys/devices/pci0000:00/0000:00:02.0/virtio1") in wants
+
+
+def test_exclusion_beats_host_detection(root: Path, tmp_path: Path) -> None:
+    sysfs, procfs = make_host(tmp_path)
+    got = reasons(plan_kernel(config(root, generic=False, sysfs=sysfs, procfs=procfs, modules=("-blk-a",))))
+    assert "blk_a" not in got
+
+
+def test_generic_ignores_the_host(root: Path, tmp_path: Path) -> None:
+    sysfs, procfs = make_host(tmp_path)
+    got = reasons(plan_kernel(config(root, generic=True, sysfs=sysfs, procfs=procfs)))
+    assert "blk_a" not in got and "synfs" not in got
+
+
+def test_profile_lists_add_modules(root: Path) -> None:
+    got = reasons(plan_kernel(config(root, profiles=("nfs",))))
+    assert got["sunrpc"] == "profile nfs: net/sunrpc/"
