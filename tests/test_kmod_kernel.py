@@ -1,0 +1,148 @@
+"""The real Debian kernel package (unpacked with dpkg-deb -x): closure, index and firmware properties."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from tests.fixtures.kernel import DEBIAN_KVER, debian_kernel_root
+
+from mkosi_initrd.config import Config
+from mkosi_initrd.kmod import KernelPart, plan_kernel
+from mkosi_initrd.modindex import load_index, normalize
+
+pytestmark = pytest.mark.slow
+KVER = DEBIAN_KVER
+
+
+@pytest.fixture(scope="module")
+def root() -> Path:
+    return debian_kernel_root()
+
+
+@pytest.fixture(scope="module")
+def generic(root: Path) -> KernelPart:
+    return plan_kernel(Config(root=root, kver=KVER, generic=True))
+
+
+def modinfo_field(field: str, paths: list[Path]) -> list[str]:
+    """The real modinfo tool's values of `field` for each module (joined by spaces)."""
+    out = subprocess.run(
+        ["modinfo", "-0", *map(str, paths)], capture_output=True, text=True, check=True
+    ).stdout
+    values: dict[str, list[str]] = {}
+    current = ""
+    for record in out.split("\0"):
+        record = record.lstrip("\n")
+        if record.startswith("filename:"):
+            current = record.split(":", 1)[1].strip()
+            values[current] = []
+        elif record.startswith(field + "="):
+            values[current].append(record.split("=", 1)[1])
+    return [" ".join(values[str(p)]) for p in paths]
+
+
+def undefined_symbols(path: Path) -> set[str]:
+    out = subprocess.run(["nm", "-u", str(path)], capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+def test_generic_selection_takes_the_default_list(generic: KernelPart) -> None:
+    names = {m.name for m in generic.modules}
+    assert {"ext4", "xfs", "btrfs", "virtio_blk", "nvme", "dm_crypt", "sd_mod", "usb_storage"} <= names
+    listed_hw_crypto = [
+        m.name
+        for m in generic.modules
+        if m.path.startswith("kernel/drivers/crypto/") and m.reason.startswith("listed")
+    ]
+    assert listed_hw_crypto == ["ccp_crypto"]  # "-/drivers/crypto/", then "ccp_crypto" again
+    assert 150 < len(names) < 600
+
+
+def test_every_dependency_of_a_selected_module_is_selected_or_built_in(
+    root: Path, generic: KernelPart
+) -> None:
+    moddir = root / "usr/lib/modules" / KVER
+    index = load_index(moddir, KVER)
+    selected = {m.name for m in generic.modules}
+    builtin = set(index.builtin)
+    paths = [moddir / m.path for m in generic.modules]
+    for m, depends in zip(generic.modules, modinfo_field("depends", paths), strict=True):
+        for dep in filter(None, depends.strip().split(",")):
+            assert normalize(dep) in selected | builtin, f"{dep} (modinfo depends of {m.name}) left out"
+        for dep in index.deps[m.name]:
+            assert dep in selected | builtin, f"{dep} (modules.dep of {m.name}) left out"
+
+
+def test_every_resolvable_softdep_is_selected(root: Path, generic: KernelPart) -> None:
+    moddir = root / "usr/lib/modules" / KVER
+    index = load_index(moddir, KVER)
+    selected = {m.name for m in generic.modules}
+    paths = [moddir / m.path for m in generic.modules]
+    checked = 0
+    for m, softdep in zip(generic.modules, modinfo_field("softdep", paths), strict=True):
+        for target in softdep.replace("pre:", " ").replace("post:", " ").split():
+            loadable, builtin = index.resolve(target)
+            assert builtin or set(loadable) & selected or not loadable, f"softdep {target} of {m.name}"
+            checked += 1
+    assert checked > 0  # ext4, jbd2, ... have softdeps on this kernel
+
+
+def test_regenerated_index_resolves_every_module_and_symbol(
+    root: Path, generic: KernelPart, tmp_path: Path
+) -> None:
+    for e in generic.entries:
+        path = tmp_path / e.path.lstrip("/")
+        if e.is_dir:
+            path.mkdir(parents=True, exist_ok=True)
+        elif e.data is not None:
+            path.write_bytes(e.data)
+        elif e.source is not None:
+            os.symlink(e.source, path)  # content is the kernel's own file
+    (tmp_path / "lib").symlink_to("usr/lib")
+    names = [m.name for m in generic.modules]
+    proc = subprocess.run(
+        ["modprobe", "-d", str(tmp_path), "-S", KVER, "-a", "--show-depends", *names],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for line in proc.stdout.splitlines():
+        if line.startswith("insmod "):
+            assert Path(line.split()[1]).exists(), line
+
+
+def test_every_symbol_a_selected_module_needs_is_exported_by_the_subset(
+    root: Path, generic: KernelPart
+) -> None:
+    """Symbols exported by modules (the full kernel's modules.symbols) must come from selected ones."""
+    moddir = root / "usr/lib/modules" / KVER
+    exporters: dict[str, set[str]] = {}
+    for line in (moddir / "modules.symbols").read_text().splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "alias":
+            exporters.setdefault(words[1].removeprefix("symbol:"), set()).add(normalize(words[2]))
+    selected = {m.name for m in generic.modules}
+    needed = 0
+    for m in generic.modules:
+        for sym in undefined_symbols(moddir / m.path):
+            if sym in exporters:
+                needed += 1
+                assert exporters[sym] & selected, f"{m.name} needs {sym} from {sorted(exporters[sym])}"
+    assert needed > 100
+
+
+def test_firmware_of_selected_modules_only(generic: KernelPart) -> None:
+    wanted_by = {part.strip() for f in generic.firmware for part in f.reason.split(",")}
+    assert wanted_by <= {m.name for m in generic.modules}
+    for missing in generic.missing_firmware:
+        assert "(wanted by " in missing
+
+
+def test_host_only_keeps_every_loaded_module_of_this_kernel(root: Path) -> None:
+    part = plan_kernel(Config(root=root, kver=KVER, generic=False))
+    index = load_index(root / "usr/lib/modules" / KVER, KVER)
+    loaded = {normalize(n) for n in os.listdir("/sys/module")} & set(index.paths)
+    assert loaded <= {m.name for m in part.modules}
