@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,32 +53,32 @@ def decompress(data: bytes) -> bytes:
 
 
 def modinfo_section(elf: bytes) -> bytes:
-    """The raw `.modinfo` section of an ELF relocatable, b"" if it has none."""
-    if elf[:4] != b"\x7fELF":
+    """The raw `.modinfo` section of an ELF relocatable in memory, b"" if it has none."""
+    return _section(lambda offset, size: elf[offset : offset + size])
+
+
+def _section(read: Callable[[int, int], bytes]) -> bytes:
+    """Walk the section headers with `read(offset, size)`: a few small reads, not the whole file."""
+    ident = read(0, 64)
+    if ident[:4] != b"\x7fELF":
         raise ValueError("not an ELF file")
-    is64 = elf[4] == 2
-    endian = "<" if elf[5] == 1 else ">"
-    if is64:
-        (shoff,) = struct.unpack_from(endian + "Q", elf, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from(endian + "HHH", elf, 0x3A)
+    endian = "<" if ident[5] == 1 else ">"
+    if ident[4] == 2:
+        (shoff,) = struct.unpack_from(endian + "Q", ident, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from(endian + "HHH", ident, 0x3A)
         shdr = struct.Struct(endian + "IIQQQQ")  # name, type, flags, addr, offset, size
     else:
-        (shoff,) = struct.unpack_from(endian + "I", elf, 0x20)
-        shentsize, shnum, shstrndx = struct.unpack_from(endian + "HHH", elf, 0x2E)
+        (shoff,) = struct.unpack_from(endian + "I", ident, 0x20)
+        shentsize, shnum, shstrndx = struct.unpack_from(endian + "HHH", ident, 0x2E)
         shdr = struct.Struct(endian + "IIIIII")
     if shoff == 0 or shnum == 0:
         return b""
-
-    def section(i: int) -> tuple[int, int, int]:
-        name, _type, _flags, _addr, offset, size = shdr.unpack_from(elf, shoff + i * shentsize)
-        return name, offset, size
-
-    _, stroff, strsize = section(shstrndx)
-    names = elf[stroff : stroff + strsize]
-    for i in range(shnum):
-        name, offset, size = section(i)
+    table = read(shoff, shnum * shentsize)
+    headers = [shdr.unpack_from(table, i * shentsize) for i in range(shnum)]
+    names = read(headers[shstrndx][4], headers[shstrndx][5])
+    for name, _type, _flags, _addr, offset, size in headers:
         if names[name : name + 9] == b".modinfo\0":
-            return elf[offset : offset + size]
+            return read(offset, size)
     return b""
 
 
@@ -121,7 +123,12 @@ def parse_softdep(spec: str) -> tuple[list[str], list[str]]:
 def read_modinfo(path: Path) -> ModInfo:
     """Read one module file (compressed or not)."""
     try:
-        elf = decompress(path.read_bytes())
+        with path.open("rb") as f:
+            magic = f.read(6)
+            if magic.startswith(b"\x7fELF"):
+                fd = f.fileno()
+                return parse_modinfo(_section(lambda offset, size: os.pread(fd, size, offset)))
+            elf = decompress(magic + f.read())
         return parse_modinfo(modinfo_section(elf))
     except (OSError, ValueError, struct.error, lzma.LZMAError, zstandard.ZstdError, EOFError) as e:
         raise InitrdError(
