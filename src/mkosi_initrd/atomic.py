@@ -126,6 +126,15 @@ def _error(target: Path, e: OSError) -> InitrdError:
     return InitrdError(f"cannot write {target}: {e.strerror or e}", hint=hint)
 
 
+def _close_quietly(f: BinaryIO) -> None:
+    """Close without flushing again: after a failed write (ENOSPC) the buffer cannot be written,
+    and that second error must not hide the first."""
+    try:
+        f.close()
+    except OSError:
+        pass
+
+
 @contextlib.contextmanager
 def atomic_write(target: Path, mode: int = MODE) -> Iterator[BinaryIO]:
     """Yield a binary file; on a clean exit it replaces `target` (fsynced, `mode`), else vanishes."""
@@ -169,7 +178,7 @@ def _unnamed(fd: int, target: Path, mode: int) -> Iterator[BinaryIO]:
     except OSError as e:
         raise _error(target, e) from e
     finally:
-        f.close()
+        _close_quietly(f)
 
 
 @contextlib.contextmanager
@@ -192,5 +201,5 @@ def _named(target: Path, mode: int) -> Iterator[BinaryIO]:
         except OSError as e:
             raise _error(target, e) from e
         finally:
-            f.close()
+            _close_quietly(f)
             tmp.unlink(missing_ok=True)
