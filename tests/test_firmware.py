@@ -6,8 +6,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from tests.fixtures.kernel import SYN_KVER, synthetic_kernel_root
 
+from fixtures.kernel import SYN_KVER, synthetic_kernel_root
 from mkosi_initrd.firmware import find_firmware, select_firmware
 
 FW = "/usr/lib/firmware"

@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from tests.fixtures.kernel import SYN_KVER, synthetic_kernel_root
 
+from fixtures.kernel import SYN_KVER, synthetic_kernel_root
 from mkosi_initrd.config import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.hostprobe import Want, root_needs

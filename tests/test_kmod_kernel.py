@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
-from tests.fixtures.kernel import DEBIAN_KVER, debian_kernel_root
 
+from fixtures.kernel import DEBIAN_KVER, debian_kernel_root
+from mkosi_initrd.cli import main
 from mkosi_initrd.config import Config
 from mkosi_initrd.kmod import KernelPart, plan_kernel
 from mkosi_initrd.modindex import load_index, normalize
@@ -146,3 +148,15 @@ def test_host_only_keeps_every_loaded_module_of_this_kernel(root: Path) -> None:
     index = load_index(root / "usr/lib/modules" / KVER, KVER)
     loaded = {normalize(n) for n in os.listdir("/sys/module")} & set(index.paths)
     assert loaded <= {m.name for m in part.modules}
+
+
+def test_plan_json_lists_modules_and_firmware_with_reasons(capsys: pytest.CaptureFixture[str]) -> None:
+    """The host's own root: its Debian kernel and firmware-linux-free (tools/setup.sh installs both)."""
+    assert main(["plan", "--json", "--generic", "-k", KVER, "--add-module", "carl9170"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    modules = {m["name"]: m for m in plan["modules"]}
+    assert modules["carl9170"]["reason"] == "config: carl9170"
+    assert modules["ext4"] == {"name": "ext4", "path": "kernel/fs/ext4/ext4.ko", "reason": "listed: ext4"}
+    assert modules["jbd2"]["reason"] == "dependency of ext4"
+    assert {"path": "carl9170-1.fw", "reason": "carl9170"} in plan["firmware"]
+    assert all("(wanted by " in m for m in plan["missing_firmware"])

@@ -9,7 +9,7 @@ DEBIAN_PKGS=(
     qemu-system-x86 ovmf systemd-boot-efi sbsigntool mtools dosfstools e2fsprogs xfsprogs btrfs-progs
     cryptsetup-bin lvm2 mdadm busybox-static libarchive13 libc6-dev gcc less gzip procps util-linux fdisk
     python3 python3-venv python3-zstandard python3-pyelftools python3-pefile python3-libarchive-c
-    linux-image-amd64 dracut
+    linux-image-amd64 dracut firmware-linux-free
     python3-pip python3-setuptools groff-base git  # packaging: rpmbuild's fallback install, man page check
 )
 FEDORA_PKGS=(

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mkosi_initrd import closure, files, osrelease
+from mkosi_initrd import closure, files, kmod, osrelease
 from mkosi_initrd.config import Config
 from mkosi_initrd.log import log
 from mkosi_initrd.pkgdb import open_db
@@ -37,6 +37,7 @@ class Part:
 def make_plan(config: Config) -> Plan:
     os_release = osrelease.read_os_release(config.root)
     parts: list[Any] = [package_step(config, os_release)]
+    parts.append(kmod.plan_kernel(config))
     parts.append(Part(entries=tuple(files.extra_entries(config.root, config.extra_files))))
     return merge(config, os_release, parts)
 
