@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from mkosi_initrd.closure import Excluder, Request, resolve
+from mkosi_initrd.closure import Closure, Excluder, Request, resolve
+from mkosi_initrd.errors import InitrdError
+from mkosi_initrd.files import package_entries
 from mkosi_initrd.pkgdb import Dep
 from mkosi_initrd.pkgdb_dpkg import DpkgDB, parse_depends
+from mkosi_initrd.plan import CutEdge
 
 pytestmark = pytest.mark.skipif(
     not Path("/var/lib/dpkg/status").exists() or not shutil.which("apt-cache"), reason="needs a dpkg system"
@@ -115,3 +118,64 @@ def test_diverted_files_belong_to_the_diverter(db: DpkgDB) -> None:
         pytest.skip("no diversion to check")
     dash = next(p for p in db.packages() if p.name == "dash")
     assert "/bin/sh" in {f.path for f in db.files(dash)}
+
+
+# --- a root made with dpkg-deb and dpkg --root (tests/fixtures/debroot.py)
+
+
+@pytest.fixture(scope="module")
+def fxdb() -> DpkgDB:
+    from fixtures.debroot import deb_root
+
+    return DpkgDB(deb_root())
+
+
+def fx_closure(fxdb: DpkgDB, *entries: str) -> Closure:
+    from mkosi_initrd.planner import exclusions
+
+    return resolve(fxdb, [Request.parse(e, "config") for e in entries], Excluder(exclusions("debian")))
+
+
+def test_sysroot_closure_follows_pre_depends_versions_and_provides(fxdb: DpkgDB) -> None:
+    c = fx_closure(fxdb, "fx-tool")
+    reasons = {x.package.name: x.reason for x in c.packages}
+    assert set(reasons) == {"fx-tool", "libfx1", "init-system-helpers", "fx-virt-provider"}
+    assert reasons["libfx1"] == ("config:fx-tool", "fx-tool", "libfx1")  # Pre-Depends, 2.0~rc1 >= 2.0~
+    assert (
+        next(x for x in c.packages if x.package.name == "fx-tool").package.nevra == "fx-tool-1:2.0-1.amd64"
+    )
+
+
+def test_usrmerge_and_python_edges_are_cut_not_followed(fxdb: DpkgDB) -> None:
+    c = fx_closure(fxdb, "fx-tool")
+    assert CutEdge("init-system-helpers", "(usrmerge or usr-is-merged)", "usrmerge") in c.cut_edges
+    assert CutEdge("fx-tool", "python3:any", "python3") in c.cut_edges
+    assert not {"usrmerge", "perl", "python3"} & {x.package.name for x in c.packages}
+
+
+def test_unversioned_provide_does_not_satisfy_a_versioned_dependency(fxdb: DpkgDB) -> None:
+    c = fx_closure(fxdb, "fx-tool")
+    assert c.warnings == ("fx-tool-1:2.0-1.amd64 requires fx-unv >= 1, which nothing installed provides",)
+    assert [p.name for p in fxdb.providers(Dep("fx-unv"))] == ["fx-virt-provider"]
+
+
+def test_removed_package_is_not_installed_but_named_as_a_provider(fxdb: DpkgDB) -> None:
+    assert "fx-gone" not in {p.name for p in fxdb.packages()}
+    with pytest.raises(InitrdError, match="'fx-ghostly'") as e:
+        fx_closure(fxdb, "fx-ghostly")
+    assert "install fx-gone" in e.value.hint
+
+
+def test_sysroot_files_are_canonical_and_filtered(fxdb: DpkgDB) -> None:
+    c = fx_closure(fxdb, "fx-tool")
+    per_pkg, warnings = package_entries(fxdb.root, fxdb, c.packages, [])
+    entries = {e.path: e for pf in per_pkg for e in pf.entries}
+    assert not warnings
+    assert entries["/usr/bin/fx-tool"].source == fxdb.root / "usr/bin/fx-tool"
+    assert entries["/usr/bin/fx-tool"].hardlink == entries["/usr/bin/fx-tool2"].hardlink != ""
+    assert entries["/usr/lib/x86_64-linux-gnu/libfx.so.1"].linkto == "libfx.so.1.0"
+    assert entries["/bin"].linkto == "usr/bin" and entries["/lib"].linkto == "usr/lib"
+    assert "/bin/fx-tool" not in entries and "/etc/fx-tool.conf" in entries
+    assert not [
+        p for p in entries if p.startswith(("/usr/share/doc", "/usr/share/man", "/usr/share/locale/"))
+    ]

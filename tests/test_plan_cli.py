@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -158,3 +159,15 @@ def test_config_removes_and_adds_files(own_root: Path) -> None:
     )
     assert entries["/etc/fx-version"].source == own_root / "usr/share/fx/ver"
     assert list(entries) == sorted(entries)
+
+
+def test_example_config_parses_with_every_setting_enabled(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "mkosi-initrd.conf.example"
+    # Uncomment every setting: the example must document real keys with valid values.
+    lines = example.read_text().splitlines()
+    text = "\n".join(line[1:] if re.match(r"#[A-Z][A-Za-z]*=", line) else line for line in lines)
+    write(tmp_path / "etc/mkosi-initrd/mkosi-initrd.conf", text)
+    cfg = load_config(tmp_path, "1.0", None)
+    assert cfg.packages == ("nvme-cli", "/usr/sbin/fsck.xfs") and cfg.profiles == ("lvm",)
+    assert cfg.extra_files == (("/etc/crypttab", "/etc/crypttab"), ("/etc/mkosi-initrd/keys", "/etc/keys"))
+    assert cfg.modules == ("nvme", "-/drivers/gpu/") and cfg.compression == "zstd" and cfg.level == 3

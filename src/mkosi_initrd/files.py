@@ -55,8 +55,11 @@ def glob_matcher(globs: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(parts)) if parts else None
 
 
+_DOC_PREFIXES = tuple(d + "/" for d in DOC_DIRS)
+
+
 def is_doc(path: str) -> bool:
-    return any(path == d or path.startswith(d + "/") for d in DOC_DIRS)
+    return path.startswith(_DOC_PREFIXES) or path in DOC_DIRS
 
 
 def foreign_locale(path: str, lang: str) -> bool:
@@ -89,6 +92,7 @@ class _Canon:
 class FileSelector:
     def __init__(self, root: Path, db: PackageDB, remove_globs: Iterable[str]) -> None:
         self.root = root
+        self.rootstr = str(root).rstrip("/")
         self.db = db
         self.removed = glob_matcher(remove_globs)
         self.canon = _Canon(root)
@@ -113,7 +117,7 @@ class FileSelector:
         return PackageFiles(pkg, tuple(out))
 
     def _entry(self, pkg: Package, f: FileEntry, path: str) -> Entry | None:
-        host = self.root / path.lstrip("/")
+        host = self.rootstr + path
         try:
             st = os.lstat(host)
         except FileNotFoundError:
@@ -127,7 +131,7 @@ class FileSelector:
             return Entry(
                 path,
                 mode,
-                source=host,
+                source=Path(host),
                 size=st.st_size,
                 hardlink=self._hardlink(pkg, f, st),
                 origin=pkg.nevra,

@@ -7,6 +7,7 @@ dpkg records no file metadata, so `files()` returns mode 0 ("read it from disk")
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,9 +23,10 @@ _REL = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_relation(text: str) -> Dep:
     """`name[:arch] [(op version)]` → Dep (arch restrictions `[...]` and profiles `<...>` dropped)."""
-    m = _REL.match(text)
+    m = _REL.match(text.strip())
     if not m:
         raise ValueError(f"cannot parse dependency {text!r}")
     name, op, evr = m.groups()
@@ -46,11 +48,13 @@ def parse_depends(field: str) -> list[Dep]:
 
 
 def _parse_stanza(stanza: str) -> dict[str, str]:
+    """Fields of one status stanza; of the multi-line fields only Conffiles is kept (the
+    descriptions are most of the file and never needed)."""
     fields: dict[str, str] = {}
     key = ""
-    for line in stanza.splitlines():
+    for line in stanza.split("\n"):
         if line[:1] in (" ", "\t"):
-            if key:
+            if key == "Conffiles":
                 fields[key] += "\n" + line.strip()
         elif ":" in line:
             key, _, value = line.partition(":")
@@ -79,6 +83,7 @@ class DpkgDB:
         self._by_name: dict[str, list[Package]] = {}
         self._provides: dict[str, list[tuple[Package, Dep]]] = {}
         self._file_index: dict[str, list[Package]] | None = None
+        self._known: dict[str, list[str]] = {}  # name or provide → packages dpkg knows, not installed
         for stanza in text.split("\n\n"):
             if stanza.strip():
                 self._add(_parse_stanza(stanza))
@@ -95,7 +100,11 @@ class DpkgDB:
             return ""
 
     def _add(self, f: dict[str, str]) -> None:
-        if "Package" not in f or not _is_installed(f.get("Status", "")):
+        if "Package" not in f:
+            return
+        if not _is_installed(f.get("Status", "")):
+            for name in [f["Package"]] + [d.name for d in parse_depends(f.get("Provides", ""))]:
+                self._known.setdefault(name.partition(":")[0], []).append(f["Package"])
             return
         epoch, upstream, revision = debversion.split(f.get("Version", "0"))
         try:
@@ -177,6 +186,10 @@ class DpkgDB:
             flags = FileFlag.CONFIG if path in conffiles else FileFlag.NONE
             entries.append(FileEntry(path=path, mode=0, size=0, flags=flags))
         return entries
+
+    def known_providers(self, name: str) -> list[str]:
+        """Packages dpkg knows of (removed, config-files only, ...) that would provide `name`."""
+        return sorted(set(self._known.get(name, [])))
 
     def vercmp(self, a: str, b: str) -> int:
         return debversion.compare(a, b)
