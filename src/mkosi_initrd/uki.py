@@ -446,7 +446,10 @@ def _describe_initrd(data: bytes) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(prefix="mkosi-initrd-uki-") as f:
         f.write(data)
         f.flush()
-        segments, _ = cpioread.read_segments(Path(f.name))
+        try:
+            segments, _ = cpioread.read_segments(Path(f.name))
+        except InitrdError as e:  # an unreadable initrd should not hide the rest of the UKI
+            return {"size": len(data), "segments": [], "files": [], "error": e.message}
     return {
         "size": len(data),
         "segments": [
@@ -480,6 +483,7 @@ def format_description(d: Mapping[str, Any], list_files: bool = False) -> str:
         if not part:
             continue
         segs = ", ".join(f"{s['compression']} ({s['files']} files)" for s in part["segments"])
+        segs = f"unreadable: {part['error']}" if part.get("error") else segs
         out.append(f"  {key}: {part['size']} bytes: {segs or 'empty'}")
         if list_files:
             out += [f"    {name}" for name in part["files"]]
