@@ -148,3 +148,27 @@ def test_the_distribution_initrd_in_boot_is_read_completely() -> None:
     assert any(x["path"].endswith("/systemd") or x["path"] == "/init" for x in info["files"])
     end = info["segments"][-1]["offset"] + info["segments"][-1]["size"]
     assert path.stat().st_size - end < 512  # nothing left unread but padding
+
+
+def test_a_uki_is_described_by_its_sections_and_embedded_initrd(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fixtures.uki_inputs import installed_kernel
+    from mkosi_initrd import uki
+    from mkosi_initrd.config import Config
+
+    kernel, kver = installed_kernel()
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/os-release").write_text("ID=testos\n")
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(_compressed("zstd", [Entry("/init", REG, data=b"#!/bin/sh\n")]))
+    config = Config(root=root, kver=kver, procfs=root)
+    out = tmp_path / "uki.efi"
+    options = uki.uki_options(config, kernel_image=kernel, cmdline="quiet", environ={})
+    uki.build_uki(config, options, [initrd], out)
+    assert main(["inspect", "--json", str(out)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["type"] == "uki" and d["cmdline"] == "quiet" and "/init" in d["initrd"]["files"]
+    assert main(["inspect", str(out)]) == 0
+    assert ".linux" in capsys.readouterr().out

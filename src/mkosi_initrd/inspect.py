@@ -164,9 +164,8 @@ def inspect(path: Path, *, as_json: bool = False, list_files: bool = False) -> i
             sys.stdout.write("\n")
         else:
             formatter = getattr(sys.modules.get("mkosi_initrd.uki"), "format_description", None)
-            sys.stdout.write(
-                formatter(info) if formatter else json.dumps(info, indent=2, default=str) + "\n"
-            )
+            text = formatter(info, list_files) if formatter else json.dumps(info, indent=2, default=str)
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return 0
     info = describe_initrd(path)
     if as_json:
