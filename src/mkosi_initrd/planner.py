@@ -7,11 +7,12 @@ generated /etc/initrd-release over the package's, say); that is logged, never si
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mkosi_initrd import closure, files, kmod, osrelease
+from mkosi_initrd import closure, elfnotes, extras, files, kmod, osrelease
 from mkosi_initrd.config import Config
 from mkosi_initrd.log import log
 from mkosi_initrd.pkgdb import open_db
@@ -36,13 +37,26 @@ class Part:
 
 def make_plan(config: Config) -> Plan:
     os_release = osrelease.read_os_release(config.root)
-    parts: list[Any] = [package_step(config, os_release)]
+    parts: list[Any] = [dlopen_step(config, os_release, package_step(config, os_release))]
     parts.append(kmod.plan_kernel(config))
     parts.append(Part(entries=tuple(files.extra_entries(config.root, config.extra_files))))
+    # Generated entries (extras.py) see everything else, for the manifest and sysusers.d.
+    parts.append(Part(entries=extras.generated_entries(config, merge(config, os_release, parts))))
     return merge(config, os_release, parts)
 
 
 # --- step 1: packages
+
+
+def dlopen_step(config: Config, os_release: dict[str, str], packages: Part) -> Part:
+    """The packages again, if included programs dlopen() libraries (.note.dlopen) that are installed."""
+    wanted, unmet = elfnotes.dlopen_libraries(config.root, packages.entries)
+    for n in unmet:
+        log.debug("%s: dlopen %s (%s), not installed: %s", n.binary, n.feature, n.priority, n.sonames)
+    if not wanted:
+        return packages
+    log.info("dlopen notes want %s", " ".join(wanted))
+    return package_step(dataclasses.replace(config, packages=(*config.packages, *wanted)), os_release)
 
 
 def requests(config: Config, family: str) -> list[closure.Request]:
