@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -244,3 +245,22 @@ def test_generic_ignores_the_host(root: Path, tmp_path: Path) -> None:
 def test_profile_lists_add_modules(root: Path) -> None:
     got = reasons(plan_kernel(config(root, profiles=("nfs",))))
     assert got["sunrpc"] == "profile nfs: net/sunrpc/"
+
+
+def test_softdep_in_the_roots_modprobe_config_is_followed(root: Path, tmp_path: Path) -> None:
+    own = tmp_path / "root"
+    shutil.copytree(root / "usr/lib/modules" / SYN_KVER, own / "usr/lib/modules" / SYN_KVER, symlinks=True)
+    (own / "etc/modprobe.d").mkdir(parents=True)
+    (own / "etc/modprobe.d/local.conf").write_text("# ours\nsoftdep nvme pre: sunrpc  # odd but valid\n")
+    got = reasons(plan_kernel(Config(root=own, kver=SYN_KVER, generic=True)))
+    assert got["sunrpc"] == "softdep of nvme"
+
+
+def test_module_missing_from_disk_is_an_error_naming_it(root: Path, tmp_path: Path) -> None:
+    own = tmp_path / "root"
+    kdir = own / "usr/lib/modules" / SYN_KVER
+    kdir.parent.mkdir(parents=True)
+    shutil.copytree(root / "usr/lib/modules" / SYN_KVER, kdir, symlinks=True)
+    (kdir / "kernel/drivers/nvme/nvme.ko").unlink()
+    with pytest.raises(InitrdError, match="cannot read kernel module .*/kernel/drivers/nvme/nvme.ko"):
+        plan_kernel(Config(root=own, kver=SYN_KVER, generic=True))

@@ -28,7 +28,7 @@ from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.firmware import select_firmware
 from mkosi_initrd.log import log
 from mkosi_initrd.modindex import KernelIndex, load_index, normalize, strip_module_suffix
-from mkosi_initrd.modinfo import COMPRESSED_SUFFIXES, ModInfo, decompress, read_modinfo
+from mkosi_initrd.modinfo import COMPRESSED_SUFFIXES, ModInfo, decompress, parse_softdep, read_modinfo
 from mkosi_initrd.modpattern import Pattern, PatternSet, compile_pattern, matches, module_key
 from mkosi_initrd.modregen import regenerate
 from mkosi_initrd.plan import Entry, FirmwareChoice, ModuleChoice
@@ -225,7 +225,13 @@ def _module_entries(config: Config, index: KernelIndex, selection: Selection) ->
     for name in sorted(selection.modules):
         rel = index.paths[name]
         source = resolve_in_root(config.root, f"{kdir}/{rel}")
-        st = source.stat()
+        try:
+            st = source.stat()
+        except OSError as e:
+            raise InitrdError(
+                f"kernel {index.kver}: module {name} is in modules.dep but {kdir}/{rel} cannot be read: {e}",
+                hint=f"reinstall the kernel's modules, or run 'depmod {index.kver}' in the root",
+            ) from e
         path = f"{kdir}/{stored_path(rel)}"
         dirs(path)
         mode = stat.S_IFREG | (st.st_mode & 0o777)
@@ -252,9 +258,40 @@ def firmware_wants(index: KernelIndex, selection: Selection) -> list[tuple[str, 
     return wants
 
 
+MODPROBE_DIRS = (
+    "/usr/lib/modprobe.d",
+    "/lib/modprobe.d",
+    "/usr/local/lib/modprobe.d",
+    "/run/modprobe.d",
+    "/etc/modprobe.d",
+)
+
+
+def add_config_softdeps(index: KernelIndex, root: Path) -> None:
+    """`softdep` lines of the root's modprobe.d: the initrd's modprobe follows them too (they ship in
+    the kmod/udev packages), so their targets must be in the initrd."""
+    files: dict[str, Path] = {}  # by file name: a later directory's file replaces an earlier one
+    for d in MODPROBE_DIRS:
+        host = resolve_in_root(root, d)
+        if host.is_dir():
+            files.update({f.name: f for f in host.glob("*.conf")})
+    for name in sorted(files):
+        try:
+            lines = files[name].read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            words = line.split("#", 1)[0].split(None, 2)
+            if len(words) == 3 and words[0] == "softdep":
+                pre, post = parse_softdep(words[2])
+                old_pre, old_post = index.softdeps.get(normalize(words[1]), ((), ()))
+                index.softdeps[normalize(words[1])] = (old_pre + tuple(pre), old_post + tuple(post))
+
+
 def plan_kernel(config: Config) -> KernelPart:
     kdir = resolve_in_root(config.root, f"{MODULES_DIR}/{config.kver}")
     index = load_index(kdir, config.kver)
+    add_config_softdeps(index, config.root)
     selection = select_modules(config, index)
     fw = select_firmware(config.root, config.kver, firmware_wants(index, selection), config.firmware)
     for w in (*selection.warnings, *fw.warnings):
