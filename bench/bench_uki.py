@@ -1,5 +1,6 @@
 """How much UKI assembly adds to a build: build_uki() on the installed kernel and initrd, against the
-objcopy assembly dracut --uefi does (same stub, kernel, initrd and command line), in the same run.
+objcopy assembly dracut --uefi does (same stub, kernel, initrd and command line), in the same run; then
+whole host builds `mkosi-initrd --format cpio` vs `--format uki` (the difference is what the UKI adds).
 
     /work/venv/bin/python bench/bench_uki.py [--runs N] [--initrd PATH] [--kernel PATH]
 
@@ -48,6 +49,24 @@ def objcopy_uki(options: uki.UkiOptions, initrd: Path, tmp: Path, out: Path) -> 
     subprocess.run([*cmd, str(options.stub), str(out)], check=True, capture_output=True)
 
 
+def pipeline_seconds(kver: str, kernel: Path, tmp: Path, runs: int) -> tuple[float, float]:
+    """Median seconds of whole host builds, cpio and uki interleaved so that load spikes hit both."""
+    from mkosi_initrd import cli
+
+    def args(fmt: str) -> list[str]:
+        extra = ["--kernel-image", str(kernel)] if fmt == "uki" else []
+        return ["--format", fmt, "-k", kver, "-o", str(tmp / f"pipeline.{fmt}"), "--no-cache", *extra]
+
+    times: dict[str, list[float]] = {"cpio": [], "uki": []}
+    for _ in range(runs):
+        for fmt in times:
+            start = time.perf_counter()
+            if cli.main([*args(fmt), "--cmdline", CMDLINE]) != 0:
+                raise RuntimeError(f"mkosi-initrd --format {fmt} failed")
+            times[fmt].append(time.perf_counter() - start)
+    return statistics.median(times["cpio"]), statistics.median(times["uki"])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -83,6 +102,7 @@ def main() -> int:
         size = out.stat().st_size
         signed = median_seconds(lambda: uki.build_uki(config, signed_options, [initrd], out), args.runs)
         objcopy = median_seconds(lambda: objcopy_uki(options, initrd, tmp, tmp / "objcopy.efi"), args.runs)
+        cpio_build, uki_build = pipeline_seconds(kver, kernel, tmp, args.runs)
 
     mb = {p: p.stat().st_size / 1e6 for p in (kernel, initrd)}
     print(f"kernel {kernel} ({mb[kernel]:.1f} MB), initrd {initrd} ({mb[initrd]:.1f} MB)")
@@ -93,8 +113,12 @@ def main() -> int:
     print(
         f"  objcopy assembly (dracut --uefi's way) {objcopy:.3f} s  -> ours/objcopy = {ours / objcopy:.2f}"
     )
-    verdict = "PASS" if resolve + ours < GOAL_SECONDS else "FAIL"
-    print(f"goal: UKI assembly adds < {GOAL_SECONDS} s unsigned: {resolve + ours:.3f} s {verdict}")
+    print(f"  mkosi-initrd build --format cpio        {cpio_build:.3f} s")
+    adds = uki_build - cpio_build
+    print(f"  mkosi-initrd build --format uki         {uki_build:.3f} s  -> adds {adds:.3f} s")
+    added = max(resolve + ours, adds)
+    verdict = "PASS" if added < GOAL_SECONDS else "FAIL"
+    print(f"goal: UKI assembly adds < {GOAL_SECONDS} s to a build (unsigned): {added:.3f} s {verdict}")
     return 0 if verdict == "PASS" else 1
 
 
