@@ -9,6 +9,7 @@ Everything kernel-install touches is redirected to temporary directories: KERNEL
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -100,6 +101,17 @@ class KernelInstall:
 
     def entry(self, kver: str) -> Path:
         return self.boot / "loader/entries" / f"{MACHINE_ID}-{kver}.conf"
+
+    def entry_dir(self, kver: str) -> Path:
+        return self.boot / MACHINE_ID / kver
+
+    def initrd_line(self, path: Path) -> str:
+        """How 90-loaderentry names a file in an entry: relative to the mount point holding $BOOT_ROOT."""
+        mount = subprocess.run(
+            ["stat", "-c", "%m", self.boot], capture_output=True, text=True
+        ).stdout.strip()
+        shown = path if mount == "/" else Path("/") / path.relative_to(mount)
+        return f"initrd     {shown}"
 
 
 @pytest.fixture
@@ -348,7 +360,7 @@ def test_given_initrds_are_installed_instead_of_building(kinst: KernelInstall, v
     assert result.returncode == 0, result.stderr
     assert kinst.staged == []
     entry = kinst.entry(MISSING_KVER).read_text()
-    assert f"initrd     {kinst.boot}/{MACHINE_ID}/{MISSING_KVER}/initrd-given" in entry
+    assert kinst.initrd_line(kinst.entry_dir(MISSING_KVER) / "initrd-given") in entry.splitlines()
 
 
 @needs_kernel_install
@@ -369,20 +381,117 @@ def test_failed_build_fails_kernel_install_and_keeps_old_initramfs(
     assert sorted(p.name for p in kinst.boot.iterdir()) == [old.name]
 
 
-@needs_kernel_install
-def test_warns_once_with_the_fix_when_mkosis_plugin_would_overwrite(
-    kinst: KernelInstall, vmlinuz: Path
-) -> None:
-    kinst.configure("layout=bls\ninitrd_generator=mkosi-initrd\n")
-    kinst.plugins.insert(1, script(kinst.tmp / ki.MKOSI_PLUGIN, FAKE_MKOSI))
-    result = kinst.run("add", MISSING_KVER, vmlinuz)
-    fix = "ln -s /dev/null /etc/kernel/install.d/50-mkosi.install"
-    assert result.stderr.count(fix) == 1
-    assert "would overwrite" in result.stderr
-
-
 def test_plugin_script_stays_a_thin_wrapper() -> None:
     mode = PLUGIN.stat().st_mode
     assert mode & stat.S_IXUSR
     lines = [line for line in PLUGIN.read_text().splitlines() if line and not line.startswith("#")]
     assert lines == ['exec "${MKOSI_INITRD_PYTHON:-/usr/bin/python3}" -m mkosi_initrd.kernel_install "$@"']
+
+
+# ---- real builds through the real kernel-install ------------------------------------------------------
+
+
+def installed_kernel() -> tuple[str, Path] | None:
+    """A kernel of this machine with modules and an image (Debian: /boot/vmlinuz-KVER)."""
+    for moddir in sorted(Path("/usr/lib/modules").glob("*")):
+        for image in (moddir / "vmlinuz", Path("/boot") / f"vmlinuz-{moddir.name}"):
+            if (moddir / "modules.dep").exists() and image.is_file():
+                return moddir.name, image
+    return None
+
+
+KERNEL = installed_kernel()
+needs_kernel = pytest.mark.skipif(KERNEL is None, reason="no kernel installed in /usr/lib/modules")
+
+
+def cli_build(kver: str, output: Path) -> bytes:
+    """What `mkosi-initrd -k KVER` builds by hand: builds are reproducible, so the plugin's output must
+    be the same bytes (host-only, for KVER, which need not be the running kernel)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KERNEL_INSTALL_", "MKOSI_INITRD"))}
+    env["PYTHONPATH"] = str(REPO / "src")
+    cmd = [sys.executable, "-m", "mkosi_initrd", "-k", kver, "-o", str(output)]
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    return output.read_bytes()
+
+
+@needs_kernel_install
+@needs_kernel
+@pytest.mark.slow
+def test_bls_initrd_is_staged_and_installed_by_loaderentry_then_removed(kinst: KernelInstall) -> None:
+    assert KERNEL is not None
+    kver, image = KERNEL
+    kinst.configure("layout=bls\ninitrd_generator=mkosi-initrd\n")
+    result = kinst.run("-v", "add", kver, image)
+    assert result.returncode == 0, result.stderr
+    assert "wrote " in result.stderr  # KERNEL_INSTALL_VERBOSE=1 shows the summary
+    assert "initrd" in kinst.staged
+    installed = kinst.entry_dir(kver) / "initrd"
+    assert (kinst.probe / "staging/initrd").read_bytes() == installed.read_bytes()
+    assert kinst.initrd_line(installed) in kinst.entry(kver).read_text().splitlines()
+    assert installed.read_bytes() == cli_build(kver, kinst.tmp / "by-hand")
+
+    result = kinst.run("remove", kver)
+    assert result.returncode == 0, result.stderr
+    assert not kinst.entry(kver).exists() and not kinst.entry_dir(kver).exists()
+
+
+@needs_kernel_install
+@needs_kernel
+@pytest.mark.slow
+def test_other_layout_writes_boot_initramfs_atomically_then_removes_it(kinst: KernelInstall) -> None:
+    assert KERNEL is not None
+    kver, image = KERNEL
+    kinst.configure("layout=other\ninitrd_generator=mkosi-initrd\n")
+    old = kinst.boot / f"initramfs-{kver}.img"
+    old.write_bytes(b"previous initrd")
+    result = kinst.run("add", kver, image)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # quiet unless -v
+    assert kinst.staged == []
+    assert sorted(p.name for p in kinst.boot.iterdir()) == [old.name]  # no temp files, no entry dir
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600
+    assert old.read_bytes() == cli_build(kver, kinst.tmp / "by-hand")
+
+    result = kinst.run("remove", kver)
+    assert result.returncode == 0, result.stderr
+    assert list(kinst.boot.iterdir()) == []
+
+
+@needs_kernel_install
+@needs_kernel
+@pytest.mark.slow
+def test_full_boot_partition_fails_the_install_and_keeps_the_old_initramfs(kinst: KernelInstall) -> None:
+    assert KERNEL is not None
+    kver, image = KERNEL
+    kinst.configure("layout=other\ninitrd_generator=mkosi-initrd\n")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", kinst.boot])
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        old = kinst.boot / f"initramfs-{kver}.img"
+        old.write_bytes(b"previous initrd")
+        result = kinst.run("add", kver, image)
+        assert result.returncode == 1
+        assert "mkosi-initrd: error:" in result.stderr and "Traceback" not in result.stderr
+        assert not kinst.probe_ran
+        assert old.read_bytes() == b"previous initrd"
+        assert sorted(p.name for p in kinst.boot.iterdir()) == [old.name]
+    finally:
+        subprocess.run(["umount", kinst.boot], check=True)
+
+
+@needs_kernel_install
+@needs_kernel
+@pytest.mark.slow
+def test_warns_once_with_the_fix_when_mkosis_plugin_would_overwrite(kinst: KernelInstall) -> None:
+    assert KERNEL is not None
+    kver, image = KERNEL
+    kinst.configure("layout=bls\ninitrd_generator=mkosi-initrd\n")
+    kinst.plugins.insert(1, script(kinst.tmp / ki.MKOSI_PLUGIN, FAKE_MKOSI))
+    result = kinst.run("add", kver, image)
+    assert result.returncode == 0, result.stderr
+    fix = "ln -s /dev/null /etc/kernel/install.d/50-mkosi.install"
+    assert result.stderr.count(fix) == 1
+    assert re.search(rf"would overwrite {kinst.tmp}/kernel-install\.staging\.\w+/initrd\b", result.stderr)
+    # ...and it was right: the entry got mkosi's initrd, not ours.
+    assert (kinst.entry_dir(kver) / "initrd").read_bytes() == b"mkosi\n"
