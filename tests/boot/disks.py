@@ -138,3 +138,27 @@ def make_esp(out: Path, files: Mapping[str, Path], size_mb: int | None = None) -
                 made.add(d)
         _run("mcopy", "-i", out, files[dest], f"::/{dest.strip('/')}")
     return out
+
+
+def newc_archive(files: Mapping[str, bytes], mode: int = 0o600) -> bytes:
+    """A small uncompressed newc cpio holding `files` (parent directories included), for appending."""
+    entries: list[tuple[str, int, bytes]] = []
+    parts = [p.strip("/").split("/") for p in files]
+    dirs = sorted({"/".join(ps[:i]) for ps in parts for i in range(1, len(ps))})
+    entries += [(d, 0o040755, b"") for d in dirs]
+    entries += [(p.strip("/"), 0o100000 | mode, data) for p, data in sorted(files.items())]
+    entries.append(("TRAILER!!!", 0, b""))
+    out = bytearray()
+    for ino, (name, fmode, data) in enumerate(entries, start=1):
+        fields = (ino, fmode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0)
+        out += b"070701" + b"".join(b"%08X" % f for f in fields) + name.encode() + b"\0"
+        out += b"\0" * (-len(out) % 4) + data
+        out += b"\0" * (-len(out) % 4)
+    return bytes(out)
+
+
+def initrd_with(initrd: Path, files: Mapping[str, bytes], out: Path) -> Path:
+    """`initrd` followed by a cpio of `files` (the kernel unpacks concatenated archives in order)."""
+    data = initrd.read_bytes()
+    out.write_bytes(data + b"\0" * (-len(data) % 4) + newc_archive(files))
+    return out
