@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mkosi_initrd import closure, elfnotes, extras, files, kmod, osrelease
+from mkosi_initrd import closure, elfnotes, extras, files, hostconfig, kmod, osrelease, rootstack
 from mkosi_initrd.config import Config
 from mkosi_initrd.log import log
 from mkosi_initrd.pkgdb import open_db
@@ -36,9 +36,13 @@ class Part:
 
 
 def make_plan(config: Config) -> Plan:
+    # Host-only: the profiles the root's block stack needs (LVM, RAID, NFS), and the packages the
+    # host's configuration needs (loadkeys for a KEYMAP=); both no-ops for generic builds.
+    config = hostconfig.with_host_packages(rootstack.with_host_profiles(config))
     os_release = osrelease.read_os_release(config.root)
     parts: list[Any] = [dlopen_step(config, os_release, package_step(config, os_release))]
     parts.append(kmod.plan_kernel(config))
+    parts.append(hostconfig.host_config(config))
     parts.append(Part(entries=tuple(files.extra_entries(config.root, config.extra_files))))
     # Generated entries (extras.py) see everything else, for the manifest and sysusers.d.
     parts.append(Part(entries=extras.generated_entries(config, merge(config, os_release, parts))))

@@ -1,0 +1,301 @@
+"""Host configuration carried into host-only initrds, and the root stack that picks profiles."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mkosi_initrd import hostconfig, rootstack
+from mkosi_initrd.config import Config
+
+
+def write(root: Path, path: str, text: str | bytes, mode: int = 0o644) -> Path:
+    p = root / path.lstrip("/")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(text.encode() if isinstance(text, str) else text)
+    p.chmod(mode)
+    return p
+
+
+def by_path(result: hostconfig.HostConfig) -> dict[str, object]:
+    return {e.path: e for e in result.entries}
+
+
+# --- crypttab
+
+
+def test_only_x_initrd_attach_lines_go_into_the_initrd_crypttab(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "/etc/crypttab",
+        "# comment\n"
+        "root UUID=1111 /etc/keys/root.key luks,x-initrd.attach\n"
+        "home UUID=2222 none luks\n"
+        "swap UUID=3333 none luks,discard,x-initrd.attach\n",
+    )
+    write(tmp_path, "/etc/keys/root.key", b"secret", 0o600)
+    result = hostconfig.crypttab(tmp_path)
+    crypttab = by_path(result)["/etc/crypttab"]
+    text = crypttab.data.decode()  # type: ignore[attr-defined]
+    assert "root UUID=1111" in text and "swap UUID=3333" in text
+    assert "home" not in text
+    assert result.warnings == ()
+
+
+def test_key_file_keeps_mode_0600_and_its_bytes(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/crypttab", "root UUID=1 /etc/keys/root.key luks,x-initrd.attach\n")
+    write(tmp_path, "/etc/keys/root.key", b"\x00secret\xff", 0o600)
+    key = by_path(hostconfig.crypttab(tmp_path))["/etc/keys/root.key"]
+    assert key.mode == stat.S_IFREG | 0o600  # type: ignore[attr-defined]
+    assert key.data == b"\x00secret\xff"  # type: ignore[attr-defined]
+
+
+def test_key_file_never_readable_by_others_in_the_initrd(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/crypttab", "root UUID=1 /etc/keys/root.key luks,x-initrd.attach\n")
+    write(tmp_path, "/etc/keys/root.key", b"k", 0o644)
+    key = by_path(hostconfig.crypttab(tmp_path))["/etc/keys/root.key"]
+    assert stat.S_IMODE(key.mode) == 0o600  # type: ignore[attr-defined]
+
+
+def test_default_key_file_is_taken_from_cryptsetup_keys_d(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/crypttab", "root UUID=1 - luks,x-initrd.attach\n")
+    write(tmp_path, "/etc/cryptsetup-keys.d/root.key", b"k", 0o600)
+    assert "/etc/cryptsetup-keys.d/root.key" in by_path(hostconfig.crypttab(tmp_path))
+
+
+def test_unreadable_key_file_is_a_warning_naming_the_line(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/crypttab", "# c\nroot UUID=1 /etc/keys/gone.key luks,x-initrd.attach\n")
+    result = hostconfig.crypttab(tmp_path)
+    assert "/etc/crypttab" in by_path(result)
+    assert "/etc/keys/gone.key" not in by_path(result)
+    (warning,) = result.warnings
+    assert (
+        "line 2 (root)" in warning and "/etc/keys/gone.key" in warning and "may not unlock root" in warning
+    )
+
+
+def test_key_on_a_device_is_not_copied(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/crypttab", "root UUID=1 /key.bin:UUID=abcd luks,x-initrd.attach\n")
+    result = hostconfig.crypttab(tmp_path)
+    assert set(by_path(result)) == {"/etc/crypttab"} and result.warnings == ()
+
+
+def test_no_crypttab_or_no_initrd_lines_carry_nothing(tmp_path: Path) -> None:
+    assert hostconfig.crypttab(tmp_path).entries == ()
+    write(tmp_path, "/etc/crypttab", "home UUID=2 none luks\n")
+    assert hostconfig.crypttab(tmp_path).entries == ()
+
+
+def test_key_symlink_escaping_the_root_stays_inside_it(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/crypttab", "root UUID=1 /etc/keys/root.key luks,x-initrd.attach\n")
+    (tmp_path / "etc/keys").mkdir()
+    (tmp_path / "etc/keys/root.key").symlink_to("/../../inside.key")
+    write(tmp_path, "/inside.key", b"in-root", 0o600)
+    assert by_path(hostconfig.crypttab(tmp_path))["/etc/keys/root.key"].data == b"in-root"  # type: ignore[attr-defined]
+
+
+# --- console
+
+
+def test_vconsole_keymap_and_its_includes_are_carried(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/vconsole.conf", 'KEYMAP="de"\nFONT=eurlatgr\n')
+    maps = "/usr/share/keymaps/i386"
+    write(
+        tmp_path,
+        f"{maps}/qwertz/de.map.gz",
+        gzip.compress(b'include "linux-with-alt-and-altgr"\nkeycode 1 = Escape\n'),
+    )
+    write(tmp_path, f"{maps}/include/linux-with-alt-and-altgr.inc", 'include "linux-keys-bare"\n')
+    write(tmp_path, f"{maps}/include/linux-keys-bare.inc", "keycode 2 = one\n")
+    result = hostconfig.vconsole(tmp_path)
+    assert set(by_path(result)) == {
+        "/etc/vconsole.conf",
+        f"{maps}/qwertz/de.map.gz",
+        f"{maps}/include/linux-with-alt-and-altgr.inc",
+        f"{maps}/include/linux-keys-bare.inc",
+    }
+    assert result.warnings == ()
+
+
+def test_missing_keymap_is_a_warning(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/vconsole.conf", "KEYMAP=nowhere\n")
+    (warning,) = hostconfig.vconsole(tmp_path).warnings
+    assert "KEYMAP=nowhere" in warning
+
+
+# --- hibernation
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["/dev/disk/by-uuid/3f1e-ab.c", "/dev/vdb", "/dev/mapper/vg-swap", "/dev/disk/by-label/my swap"],
+)
+def test_unit_path_escape_matches_systemd_escape(device: str) -> None:
+    expected = subprocess.run(
+        ["systemd-escape", "--path", device], capture_output=True, text=True, check=True
+    )
+    assert hostconfig.unit_path_escape(device) == expected.stdout.strip()
+
+
+def test_resume_from_initramfs_tools_config_becomes_a_resume_unit(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/initramfs-tools/conf.d/resume", "RESUME=UUID=5a6b-7c\n")
+    procfs = tmp_path / "proc"
+    write(procfs, "cmdline", "root=/dev/vda ro\n")
+    (entry,) = hostconfig.resume(tmp_path, procfs).entries
+    assert entry.path == (
+        "/etc/systemd/system/sysinit.target.wants/systemd-hibernate-resume@dev-disk-by\\x2duuid-5a6b\\x2d7c.service"
+    )
+    assert entry.linkto.endswith("/systemd-hibernate-resume@.service")
+
+
+def test_resume_in_etc_kernel_cmdline_wins_over_the_running_one(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/kernel/cmdline", "root=/dev/vda resume=/dev/vdc\n")
+    procfs = tmp_path / "proc"
+    write(procfs, "cmdline", "resume=/dev/vdb\n")
+    assert hostconfig.resume_device(tmp_path, procfs) == ("/dev/vdc", "/etc/kernel/cmdline")
+
+
+def test_no_resume_configured_adds_nothing(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/initramfs-tools/conf.d/resume", "RESUME=none\n")
+    assert hostconfig.resume(tmp_path, tmp_path / "proc").entries == ()
+
+
+# --- lvm and profile files
+
+
+def test_lvm_conf_only_when_it_changes_activation(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/lvm/lvm.conf", 'global {\n  # filter = [ "r|.*|" ]\n  umask = 077\n}\n')
+    assert hostconfig.lvm_conf(tmp_path).entries == ()
+    write(tmp_path, "/etc/lvm/lvm.conf", 'devices {\n  global_filter = [ "r|/dev/sdb|" ]\n}\n')
+    assert [e.path for e in hostconfig.lvm_conf(tmp_path).entries] == ["/etc/lvm/lvm.conf"]
+
+
+def test_profiles_carry_their_files_and_generic_carries_nothing(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/mdadm/mdadm.conf", "ARRAY /dev/md0 UUID=1:2:3:4\n")
+    write(tmp_path, "/etc/lvm/devices/system.devices", "IDTYPE=devname IDNAME=/dev/vda\n")
+    write(tmp_path, "/etc/systemd/network/20-wired.network", "[Match]\nName=en*\n")
+    write(tmp_path, "/etc/idmapd.conf", "[General]\nDomain=example.org\n")
+    procfs = tmp_path / "proc"
+    procfs.mkdir()
+    config = Config(root=tmp_path, procfs=procfs, profiles=("raid", "lvm", "network", "nfs"))
+    paths = set(by_path(hostconfig.host_config(config)))
+    assert {
+        "/etc/mdadm/mdadm.conf",
+        "/etc/lvm/devices/system.devices",
+        "/etc/systemd/network",
+        "/etc/systemd/network/20-wired.network",
+        "/etc/idmapd.conf",
+    } <= paths
+    without_raid = set(
+        by_path(hostconfig.host_config(Config(root=tmp_path, procfs=procfs, profiles=("nfs",))))
+    )
+    assert "/etc/mdadm/mdadm.conf" not in without_raid and "/etc/idmapd.conf" in without_raid
+    assert (
+        hostconfig.host_config(
+            Config(root=tmp_path, procfs=procfs, generic=True, profiles=("raid",))
+        ).entries
+        == ()
+    )
+
+
+# --- root stack
+
+
+def sysfs_block(sysfs: Path, path: str, devnum: str, **files: str) -> Path:
+    """A block device directory under sysfs/devices with its /sys/dev/block link and attribute files."""
+    d = sysfs / "devices" / path
+    d.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        write(d, name.replace("__", "/"), text + "\n")
+    link = sysfs / "dev/block" / devnum
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(os.path.relpath(d, link.parent))
+    cls = sysfs / "class/block" / d.name
+    cls.parent.mkdir(parents=True, exist_ok=True)
+    cls.symlink_to(os.path.relpath(d, cls.parent))
+    return d
+
+
+def slave(upper: Path, lower: Path) -> None:
+    (upper / "slaves").mkdir(exist_ok=True)
+    (upper / "slaves" / lower.name).symlink_to(os.path.relpath(lower, upper / "slaves"))
+
+
+def mountinfo(procfs: Path, line: str) -> None:
+    write(procfs, "self/mountinfo", "22 27 0:21 / /proc rw - proc proc rw\n" + line + "\n")
+
+
+def test_lvm_on_luks_on_a_partition_turns_on_lvm_only(tmp_path: Path) -> None:
+    sysfs, procfs = tmp_path / "sys", tmp_path / "proc"
+    disk = sysfs_block(sysfs, "pci0000:00/0000:00:04.0/virtio1/block/vda", "254:0")
+    part = sysfs_block(sysfs, "pci0000:00/0000:00:04.0/virtio1/block/vda/vda2", "254:2", partition="2")
+    luks = sysfs_block(
+        sysfs, "virtual/block/dm-0", "253:0", dm__uuid="CRYPT-LUKS2-0c1d-luks", dm__name="luks"
+    )
+    lv = sysfs_block(sysfs, "virtual/block/dm-1", "253:1", dm__uuid="LVM-abcdef", dm__name="vg-root")
+    slave(lv, luks)
+    slave(luks, part)
+    mountinfo(procfs, "25 1 253:1 / / rw,relatime - ext4 /dev/mapper/vg-root rw")
+    stack = rootstack.detect(sysfs, procfs)
+    assert stack is not None
+    assert [layer.kind for layer in stack.layers] == ["lvm", "crypt", "partition", "disk"]
+    assert stack.layers[-1].device.endswith("/block/vda") and disk.exists()
+    assert [p for p, _ in stack.profiles()] == ["lvm"]
+    config = rootstack.with_host_profiles(Config(sysfs=sysfs, procfs=procfs, profiles=("network",)))
+    assert config.profiles == ("network", "lvm")
+    generic = Config(sysfs=sysfs, procfs=procfs, generic=True)
+    assert rootstack.with_host_profiles(generic).profiles == ()
+
+
+def test_raid1_root_turns_on_raid(tmp_path: Path) -> None:
+    sysfs, procfs = tmp_path / "sys", tmp_path / "proc"
+    a = sysfs_block(sysfs, "pci0000:00/0000:00:04.0/virtio1/block/vda", "254:0")
+    b = sysfs_block(sysfs, "pci0000:00/0000:00:05.0/virtio2/block/vdb", "254:16")
+    md = sysfs_block(sysfs, "virtual/block/md0", "9:0", md__level="raid1")
+    slave(md, a)
+    slave(md, b)
+    mountinfo(procfs, "25 1 9:0 / / rw - ext4 /dev/md0 rw")
+    stack = rootstack.detect(sysfs, procfs)
+    assert stack is not None
+    assert [(layer.kind, layer.detail) for layer in stack.layers] == [
+        ("md", "raid1"),
+        ("disk", ""),
+        ("disk", ""),
+    ]
+    ((profile, why),) = stack.profiles()
+    assert profile == "raid" and "/sys/devices/virtual/block/md0" in why
+
+
+def test_nfs_root_turns_on_nfs_and_network(tmp_path: Path) -> None:
+    procfs = tmp_path / "proc"
+    mountinfo(procfs, "25 1 0:52 / / rw - nfs4 10.0.2.2:/srv/root rw,vers=4.2")
+    stack = rootstack.detect(tmp_path / "sys", procfs)
+    assert stack is not None and stack.layers == ()
+    assert [p for p, _ in stack.profiles()] == ["nfs", "network"]
+
+
+def test_btrfs_anonymous_device_is_found_by_its_source(tmp_path: Path) -> None:
+    sysfs, procfs = tmp_path / "sys", tmp_path / "proc"
+    sysfs_block(sysfs, "pci0000:00/0000:00:04.0/virtio1/block/vda", "254:0")
+    mountinfo(procfs, "25 1 0:30 /root / rw - btrfs /dev/vda rw,subvol=/root")
+    stack = rootstack.detect(sysfs, procfs)
+    assert stack is not None and [layer.kind for layer in stack.layers] == ["disk"]
+    assert stack.profiles() == ()
+
+
+def test_detect_reads_the_running_host() -> None:
+    stack = rootstack.detect(Path("/sys"), Path("/proc"))
+    assert stack is not None and stack.fstype  # whatever / is here, it has a type
+
+
+def test_keymap_pulls_in_loadkeys_only_for_host_only_builds(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/vconsole.conf", "KEYMAP=de\n")
+    assert "kbd?" in hostconfig.with_host_packages(Config(root=tmp_path)).packages
+    assert hostconfig.with_host_packages(Config(root=tmp_path, generic=True)).packages == ()
+    write(tmp_path, "/etc/vconsole.conf", "FONT=eurlatgr\n")
+    assert hostconfig.with_host_packages(Config(root=tmp_path)).packages == ()
