@@ -457,3 +457,14 @@ def test_failed_signing_leaves_the_old_output_and_no_temp_files(
         uki.build_uki(config, opts, [initrd], out)
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in outdir.iterdir()) == ["uki.efi"]
+
+
+def test_builds_leave_nothing_but_the_output(config: Config, initrd: Path, tmp_path: Path) -> None:
+    key, cert = make_keypair(tmp_path)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    uki.build_uki(config, options(config), [initrd], outdir / "plain.efi")
+    signed = options(config, secureboot_private_key=key, secureboot_certificate=cert, sign_kernel=True)
+    uki.build_uki(config, signed, [initrd], outdir / "signed.efi")
+    assert sorted(p.name for p in outdir.iterdir()) == ["plain.efi", "signed.efi"]
+    assert (outdir / "plain.efi").stat().st_mode & 0o777 == 0o600  # like the initrd: may hold secrets

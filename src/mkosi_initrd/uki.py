@@ -334,18 +334,22 @@ def build_uki(
     for path in [*initrds, *([microcode] if microcode else [])]:
         if not path.is_file():
             raise InitrdError(f"initrd {path} does not exist")
-    with tempfile.TemporaryDirectory(prefix=".uki-", dir=output.parent) as tmpdir:
+    what = f"systemd-stub {options.stub}"
+    if options.signing is None:
+        # Straight into the output's atomic temp file: nothing else touches the disk.
+        sections = _sections(options, stub, options.kernel_image, initrds, microcode)
+        with atomic_write(output) as out:
+            pemod.add_sections(stub_data, sections, out, what)
+        log.info("wrote unsigned UKI %s", output)
+        return
+    # The signing tools work on named files: those live in a private directory beside the output.
+    with tempfile.TemporaryDirectory(prefix=".uki-", dir=output.absolute().parent) as tmpdir:
         tmp = Path(tmpdir)
-        kernel_path = _kernel_for_linux_section(options, tmp)
+        kernel_path = _kernel_for_linux_section(options.signing, options.kernel_image, tmp)
         sections = _sections(options, stub, kernel_path, initrds, microcode)
-        if options.signing is None:
-            with atomic_write(output) as out:
-                pemod.add_sections(stub_data, sections, out, f"systemd-stub {options.stub}")
-            log.info("wrote unsigned UKI %s", output)
-            return
         unsigned = tmp / "uki.unsigned.efi"
         with open(unsigned, "wb") as out:
-            pemod.add_sections(stub_data, sections, out, f"systemd-stub {options.stub}")
+            pemod.add_sections(stub_data, sections, out, what)
         signed = tmp / "uki.signed.efi"
         sign.sign_file(options.signing, unsigned, signed)
         with atomic_write(output) as out, open(signed, "rb") as src:
@@ -353,16 +357,15 @@ def build_uki(
         log.info("wrote UKI %s signed with %s", output, options.signing.cert)
 
 
-def _kernel_for_linux_section(options: UkiOptions, tmp: Path) -> Path:
+def _kernel_for_linux_section(cfg: sign.SignConfig, kernel: Path, tmp: Path) -> Path:
     """The kernel file whose bytes go into .linux: the input, or a signed copy when that is wanted."""
-    cfg = options.signing
-    if cfg is None or cfg.sign_kernel is False:
-        return options.kernel_image
-    if cfg.sign_kernel is None and kernel_is_signed(options.kernel_image):
-        log.debug("%s is signed already: .linux keeps its bytes", options.kernel_image)
-        return options.kernel_image
+    if cfg.sign_kernel is False:
+        return kernel
+    if cfg.sign_kernel is None and kernel_is_signed(kernel):
+        log.debug("%s is signed already: .linux keeps its bytes", kernel)
+        return kernel
     signed = tmp / "linux.signed"
-    sign.sign_file(cfg, options.kernel_image, signed)
+    sign.sign_file(cfg, kernel, signed)
     return signed
 
 
