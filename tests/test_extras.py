@@ -81,6 +81,13 @@ def test_directories_already_planned_keep_the_package_mode(tmp_path: Path) -> No
     assert "/etc" not in _by_path(generated_entries(Config(root=root), plan))
 
 
+def test_symlinks_the_packages_already_ship_stay_theirs(tmp_path: Path) -> None:
+    root = _root(tmp_path)
+    plan = _plan(root, [Entry("/bin", stat.S_IFLNK | 0o777, linkto="usr/bin", origin="base-files")])
+    got = _by_path(generated_entries(Config(root=root), plan))
+    assert "/bin" not in got and got["/lib"].linkto == "usr/lib"
+
+
 def test_users_and_groups_come_from_the_included_sysusers_files(tmp_path: Path) -> None:
     root = _root(tmp_path)
     basic = root / "usr/lib/sysusers.d/basic.conf"

@@ -144,3 +144,21 @@ def test_enospc_keeps_the_old_initrd_and_leaves_no_temp(tmp_path: Path, tiny_tmp
     assert sorted(x.name for x in tiny_tmpfs.iterdir()) == ["initrd"]
     assert int(subprocess.run(["df", "--output=used", "-B1", str(tiny_tmpfs)], capture_output=True,
                               text=True).stdout.split()[-1]) < 64 * 1024  # fmt: skip
+
+
+KVER = "6.1.0-56-amd64"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(f"/usr/lib/modules/{KVER}/modules.dep").exists(), reason=f"needs kernel {KVER}")
+def test_two_cli_builds_of_this_host_give_one_sha256(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": SRC, "SOURCE_DATE_EPOCH": "1700000000"}
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        cmd = [sys.executable, "-m", "mkosi_initrd", "-k", KVER, "--generic", "--no-cache", "-o", str(out)]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+    assert _sha(outs[0]) == _sha(outs[1])
+    assert outs[0].stat().st_mode & 0o7777 == 0o600
+    (seg,), _ = read_segments(outs[0])
+    assert {m.mtime for m in seg.members} == {1700000000}

@@ -296,5 +296,11 @@ def generated_entries(config: Config, plan: Plan) -> tuple[Entry, ...]:
     out += extra_tree()
     out.append(_file("/usr/lib/clock-epoch", b""))
     out.append(_file(MANIFEST, manifest(config, plan)))
-    # Directories the plan already has keep their package's mode.
-    return tuple(e for e in out if not (e.is_dir and e.path in planned))
+    # Directories the plan already has keep their package's mode; identical symlinks stay the package's.
+    return tuple(e for e in out if not _already_planned(e, planned.get(e.path)))
+
+
+def _already_planned(e: Entry, old: Entry | None) -> bool:
+    if old is None:
+        return False
+    return (e.is_dir and old.is_dir) or (e.is_symlink and old.is_symlink and e.linkto == old.linkto)

@@ -128,7 +128,7 @@ def _format_manifest(m: dict[str, Any]) -> list[str]:
     lines.append(
         f"  built by {gen.get('name', '?')} {gen.get('version', '')} for kernel {m.get('kernel', '?')}"
     )
-    opts = ", ".join(f"{k}={v}" for k, v in sorted(built.items()))
+    opts = ", ".join(f"{k}={v}" for k, v in sorted(built.items()) if v not in ([], (), None, ""))
     if opts:
         lines.append(f"  options: {opts}")
     pkgs = m.get("packages", [])
