@@ -503,3 +503,24 @@ def test_warns_once_with_the_fix_when_mkosis_plugin_would_overwrite(kinst: Kerne
     assert re.search(rf"would overwrite {kinst.tmp}/kernel-install\.staging\.\w+/initrd\b", result.stderr)
     # ...and it was right: the entry got mkosi's initrd, not ours.
     assert (kinst.entry_dir(kver) / "initrd").read_bytes() == b"mkosi\n"
+
+
+@needs_kernel
+@pytest.mark.slow
+def test_packaged_generic_initrd_is_copied_instead_of_building(tmp_path: Path) -> None:
+    assert KERNEL is not None
+    kver, image = KERNEL
+    root = tmp_path / "root"  # only the prebuilt initrd: building from this root would fail
+    prebuilt = root / f"usr/lib/modules/{kver}/initrd"
+    prebuilt.parent.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KERNEL_INSTALL_", "MKOSI_INITRD"))}
+    cmd = [sys.executable, "-m", "mkosi_initrd", "--generic", "-k", kver, "-o", str(prebuilt)]
+    subprocess.run(cmd, env={**env, "PYTHONPATH": str(REPO / "src")}, check=True, capture_output=True)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    action = ki.decide(add(image=str(image)), ctx(staging=staging, image_type="pe"))
+    summary = ki.build(ki.Request("add", kver, None, image), action, root=root)
+    assert summary.startswith(f"copied prebuilt {prebuilt}")
+    assert (staging / "initrd").read_bytes() == prebuilt.read_bytes()
+    assert stat.S_IMODE((staging / "initrd").stat().st_mode) == 0o600
+    assert sorted(p.name for p in staging.iterdir()) == ["initrd"]  # microcode is inside it

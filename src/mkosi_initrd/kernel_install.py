@@ -8,6 +8,9 @@ Where the output goes depends on the layout:
   bls, uki, custom  $KERNEL_INSTALL_STAGING_AREA/initrd (+ microcode), picked up by the 60/90 plugins
   uki + uki_generator=mkosi-initrd   $KERNEL_INSTALL_STAGING_AREA/uki.efi, for 90-uki-copy
   other             $KERNEL_INSTALL_BOOT_ROOT/initramfs-KVER.img (GRUB's fixed name), removed on `remove`
+
+A matching prebuilt generic initrd that a package installed as /usr/lib/modules/KVER/initrd (prebuilt.py)
+is copied there instead of building.
 """
 
 from __future__ import annotations
@@ -192,24 +195,40 @@ def warn_about_mkosi_plugin(ctx: Context, action: Action, dirs: Sequence[Path] =
     )
 
 
-def check_kernel(kver: str, modules_dir: Path = MODULES_DIR) -> None:
-    if not (modules_dir / kver).is_dir():
+def check_kernel(kver: str, root: Path = Path("/")) -> None:
+    moddir = root / MODULES_DIR.relative_to("/") / kver
+    if not moddir.is_dir():
         raise InitrdError(
-            f"kernel {kver}: {modules_dir / kver} does not exist",
+            f"kernel {kver}: {moddir} does not exist",
             hint=f"install the modules of kernel {kver} before running kernel-install add",
         )
 
 
-def build(req: Request, action: Action) -> str:
+def copy_prebuilt(prebuilt: Path, output: Path) -> str:
+    """A packaged generic initrd (early microcode included: one file) replaces building."""
+    import shutil
+
+    from mkosi_initrd.atomic import atomic_write
+
+    with prebuilt.open("rb") as src, atomic_write(output) as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return f"copied prebuilt {prebuilt} to {output} ({output.stat().st_size / 1e6:.1f} MB)"
+
+
+def build(req: Request, action: Action, root: Path = Path("/")) -> str:
     """Host-only build for KVER (which need not be the running kernel); returns the summary line."""
     from mkosi_initrd.build import BuildOptions
     from mkosi_initrd.build import build as build_image
     from mkosi_initrd.cli import make_config, parse_args
+    from mkosi_initrd.prebuilt import prebuilt_initrd
 
     assert action.output is not None
-    check_kernel(req.kver)
+    check_kernel(req.kver, root)
+    prebuilt = prebuilt_initrd(root, req.kver) if action.format == "cpio" else None
+    if prebuilt is not None:
+        return copy_prebuilt(prebuilt, action.output)
     # The command line parser supplies the same defaults `mkosi-initrd -k KVER` would use.
-    config = make_config(parse_args(["build", "--kernel-version", req.kver, "--root", "/"]))
+    config = make_config(parse_args(["build", "--kernel-version", req.kver, "--root", str(root)]))
     options = BuildOptions(
         output=action.output,
         format=action.format,
