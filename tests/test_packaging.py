@@ -42,6 +42,13 @@ class Built:
     root: Path  # a fresh rpm root with the binary package installed
 
 
+def run(argv: list[str | Path], env: dict[str, str] | None = None) -> None:
+    """Run a build; on failure, the end of its log is the assertion message."""
+    r = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = r.stdout.splitlines()
+    assert r.returncode == 0, "\n".join([f"{argv[0]} failed:", *log[-40:]])
+
+
 def git(*args: str) -> str:
     return subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True, check=True).stdout
 
@@ -165,4 +172,106 @@ def test_rpmlint_finds_no_errors(built: Built) -> None:
     errors = [line for line in r.stdout.splitlines() if ": E: " in line]
     assert errors == [], r.stdout
     assert re.search(r"\b0 errors\b", r.stdout), r.stdout + r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@dataclass(frozen=True)
+class InitrdPackage:
+    rpm: Path
+    root: Path
+    kver: str
+
+
+def installed_kernel() -> str:
+    kvers = sorted(p.parent.name for p in Path("/usr/lib/modules").glob("*/modules.dep"))
+    if not kvers:
+        pytest.skip("no kernel in /usr/lib/modules (tools/setup.sh installs one)")
+    return kvers[-1]
+
+
+@pytest.fixture(scope="module")
+def initrd_package(tmp_path_factory: pytest.TempPathFactory) -> InitrdPackage:
+    """packaging/mkosi-initrd-initrd.spec built here, from this machine's packages and kernel.
+
+    The build root is this machine (rpmbuild runs in place, as koji runs it in its build root), and
+    mkosi-initrd runs from this source tree rather than from an installed package."""
+    kver = installed_kernel()
+    top = tmp_path_factory.mktemp("rpmbuild-initrd")
+    python = f"env PYTHONPATH={REPO / 'src'} {sys.executable}"
+    run(
+        [
+            "rpmbuild",
+            "-bb",
+            "--nodeps",
+            "--define",
+            f"_topdir {top}",
+            "--define",
+            f"kver {kver}",
+            "--define",
+            f"mkosi_initrd_python {python}",
+            REPO / "packaging/mkosi-initrd-initrd.spec",
+        ]
+    )
+    (rpm,) = (top / "RPMS").glob("*/mkosi-initrd-generic-*.rpm")
+    root = tmp_path_factory.mktemp("rpmroot-initrd")
+    subprocess.run(
+        ["rpm", "--root", root, "--dbpath", DBPATH, "-i", "--nodeps", "--noscripts", rpm], check=True
+    )
+    return InitrdPackage(rpm, root, kver)
+
+
+def test_initrd_package_installs_the_initrd_where_the_plugin_looks(initrd_package: InitrdPackage) -> None:
+    from mkosi_initrd.prebuilt import prebuilt_initrd
+
+    kver = initrd_package.kver
+    assert rpm_query(initrd_package.rpm, "-l") == [
+        f"/usr/lib/modules/{kver}/initrd",
+        *docs_of(initrd_package),
+    ]
+    path = prebuilt_initrd(initrd_package.root, kver)
+    assert path == initrd_package.root / f"usr/lib/modules/{kver}/initrd"
+
+
+def docs_of(pkg: InitrdPackage) -> list[str]:
+    return [f for f in rpm_query(pkg.rpm, "-l") if f.startswith("/usr/share/doc/")]
+
+
+def test_initrd_package_holds_a_generic_initrd_of_this_machines_packages(
+    initrd_package: InitrdPackage,
+) -> None:
+    from mkosi_initrd.inspect import describe_initrd
+
+    info = describe_initrd(initrd_package.root / f"usr/lib/modules/{initrd_package.kver}/initrd")
+    manifest = info["manifest"]
+    assert manifest["kernel"] == initrd_package.kver
+    names = {p["name"] for p in manifest["packages"]}
+    assert "systemd" in names
+    paths = {f["path"] for f in info["files"]}
+    assert "/usr/lib/systemd/systemd" in paths
+    assert f"/usr/lib/modules/{initrd_package.kver}/modules.dep" in paths
+    (packages_txt,) = initrd_package.root.glob("usr/share/doc/*/packages.txt")
+    assert {p["nevra"] for p in manifest["packages"]} <= set(packages_txt.read_text().splitlines())
+
+
+def test_initrd_package_requires_its_kernel_and_is_install_only(initrd_package: InitrdPackage) -> None:
+    kver = initrd_package.kver
+    requires = rpm_query(initrd_package.rpm, "--requires")
+    assert f"kernel-uname-r = {kver}" in requires or f"/usr/lib/modules/{kver}/modules.dep" in requires
+    assert "installonlypkg(kernel-module)" in rpm_query(initrd_package.rpm, "--provides")
+
+
+@pytest.mark.skipif(not shutil.which("rpmlint"), reason="needs rpmlint (tools/setup.sh installs it)")
+def test_rpmlint_finds_no_errors_in_the_initrd_package(initrd_package: InitrdPackage) -> None:
+    r = subprocess.run(
+        [
+            "rpmlint",
+            "-c",
+            REPO / "packaging/rpmlint.toml",
+            initrd_package.rpm,
+            REPO / "packaging/mkosi-initrd-initrd.spec",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert [line for line in r.stdout.splitlines() if ": E: " in line] == [], r.stdout
     assert r.returncode == 0, r.stdout + r.stderr
