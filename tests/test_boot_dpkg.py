@@ -17,6 +17,9 @@ import pytest
 
 from boot.disks import marker_root
 from boot.qemu import boot
+from mkosi_initrd.config import Config
+from mkosi_initrd.cpioread import read_segments
+from mkosi_initrd.microcode import microcode_cpio
 
 KVER = "6.1.0-56-amd64"
 KERNEL = Path(f"/boot/vmlinuz-{KVER}")
@@ -49,8 +52,19 @@ def test_our_generic_initrd_from_dpkg_boots_to_the_root_through_systemd(tmp_path
     assert {"systemd", "udev", "kmod"} <= {p["name"] for p in manifest["packages"]}
     assert {"virtio_blk", "ext4"} <= {m["name"] for m in manifest["modules"]}
 
+    # This host has no microcode package: put an early cpio with stand-in blobs in front, as a
+    # build on a machine with amd64-microcode would, to prove the kernel still unpacks what follows.
+    fake = tmp_path / "ucode-root"
+    (fake / "usr/lib/firmware/amd-ucode").mkdir(parents=True)
+    (fake / "usr/lib/firmware/amd-ucode/microcode_amd_fam17h.bin").write_bytes(b"not a real container")
+    early = microcode_cpio(Config(root=fake, generic=True))
+    assert early is not None
+    combined = tmp_path / "initrd-with-ucode"
+    combined.write_bytes(early + initrd.read_bytes())
+    assert [s.compression for s in read_segments(combined)[0]] == ["none", "zstd"]
+
     result = boot(
-        KERNEL, initrd, [marker_root("ext4")], "root=/dev/vda ro", timeout=150, name="dpkg-generic"
+        KERNEL, combined, [marker_root("ext4")], "root=/dev/vda ro", timeout=150, name="dpkg-generic"
     )
     assert result.passed, result.explain()
     assert result.facts["fs"] == "ext4" and result.facts["src"] == "/dev/vda"
