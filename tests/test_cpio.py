@@ -118,3 +118,10 @@ def test_a_source_file_is_archived_with_its_size_at_open_time(tmp_path: Path) ->
     with libarchive.memory_reader(data) as arc:
         bodies = [b"".join(e.get_blocks()) for e in arc]
     assert bodies == [b"abc"]
+
+
+def test_a_planned_file_missing_on_disk_is_an_error_naming_it_and_its_package(tmp_path: Path) -> None:
+    gone = Entry("/usr/bin/gone", REG | 0o755, source=tmp_path / "gone", origin="pkg-1.0-1.x86_64")
+    with pytest.raises(InitrdError, match=r"gone.*pkg-1\.0-1\.x86_64") as e:
+        _archive([gone])
+    assert "reinstall" in e.value.hint

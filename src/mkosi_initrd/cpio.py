@@ -152,6 +152,23 @@ class CpioWriter:
         return CpioStats(self.members, self.files, self.data_bytes, self.written)
 
 
+def _add_regular(w: CpioWriter, e: Entry, name: str, ino: int, nlink: int, carries_data: bool) -> None:
+    if not carries_data:
+        w.add(name, ino=ino, mode=e.mode, nlink=nlink)
+    elif e.data is not None:
+        w.add(name, ino=ino, mode=e.mode, nlink=nlink, data=e.data)
+    elif e.source is not None:
+        try:
+            w.add_file(name, ino=ino, mode=e.mode, nlink=nlink, source=e.source)
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+            raise InitrdError(
+                f"cannot read {e.source} for {e.path} (from {e.origin or 'the plan'}): {err.strerror}",
+                hint="reinstall that package, or leave the file out with a removal glob",
+            ) from err
+    else:
+        w.add(name, ino=ino, mode=e.mode, nlink=nlink)
+
+
 def write_cpio(out: BinaryIO, entries: Iterable[Entry], *, mtime: int = 0) -> CpioStats:
     """Write `entries` (plus missing parents) as one newc archive, trailer included."""
     ordered = complete_entries(entries)
@@ -162,15 +179,7 @@ def write_cpio(out: BinaryIO, entries: Iterable[Entry], *, mtime: int = 0) -> Cp
         fmt = stat.S_IFMT(e.mode)
         if fmt == stat.S_IFREG:
             nlink = group_size.get(e.hardlink, 1) if e.hardlink else 1
-            carries_data = not e.hardlink or group_last[e.hardlink] == i
-            if not carries_data:
-                w.add(name, ino=ino, mode=e.mode, nlink=nlink)
-            elif e.data is not None:
-                w.add(name, ino=ino, mode=e.mode, nlink=nlink, data=e.data)
-            elif e.source is not None:
-                w.add_file(name, ino=ino, mode=e.mode, nlink=nlink, source=e.source)
-            else:
-                w.add(name, ino=ino, mode=e.mode, nlink=nlink)
+            _add_regular(w, e, name, ino, nlink, not e.hardlink or group_last[e.hardlink] == i)
         elif fmt == stat.S_IFLNK:
             if not e.linkto:
                 raise InitrdError(f"symlink {e.path} in the plan has no target")
