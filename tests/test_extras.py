@@ -64,7 +64,9 @@ def test_systemd_as_pid1_has_init_release_sysroot_console_and_usrmerge(tmp_path:
     assert "/usr/lib/udev/rules.d/10-mkosi-initrd-dm.rules" in got
     assert b"disable *" in (got["/usr/lib/systemd/system-preset/99-mkosi-initrd.preset"].data or b"")
     assert "/usr/lib/systemd/system/systemd-cryptsetup@.service.d/credential.conf" in got
-    assert "/usr/lib/clock-epoch" in got
+    assert "/usr/lib/clock-epoch" not in got  # its mtime would be 0: 1970 is no floor for the clock
+    with_sde = _by_path(generated_entries(Config(root=root, source_date_epoch=1700000000), _plan(root, [])))
+    assert "/usr/lib/clock-epoch" in with_sde
 
 
 def test_initrd_release_is_parseable_by_the_shell_and_names_us() -> None:

@@ -8,7 +8,8 @@
 - usr-merge symlinks (/bin → usr/bin ...) exactly as the root has them
 - /etc/passwd, /etc/group: the users and groups the included packages declare in sysusers.d
 - the extra tree in resources/extra (presets, dm udev rule, cryptsetup credential drop-in)
-- /usr/lib/clock-epoch, and a manifest of what went in (/usr/lib/mkosi-initrd/manifest.json)
+- /usr/lib/clock-epoch (when SOURCE_DATE_EPOCH gives it a meaningful mtime)
+- a manifest of what went in (/usr/lib/mkosi-initrd/manifest.json)
 
 hwdb: none. A compiled hwdb.bin adds ~10 MB raw for keyboard/input quirks that finding and
 unlocking the root does not depend on; its sources are left out by the removal list.
@@ -294,7 +295,11 @@ def generated_entries(config: Config, plan: Plan) -> tuple[Entry, ...]:
     passwd, group = passwd_group(acc, planned.get("/etc/passwd"), planned.get("/etc/group"))
     out += [_file("/etc/passwd", passwd), _file("/etc/group", group)]
     out += extra_tree()
-    out.append(_file("/usr/lib/clock-epoch", b""))
+    if config.source_date_epoch > 0:
+        # systemd takes this file's mtime as the earliest plausible time, and resets a clock that is
+        # more than 15 years past it. Every entry gets SOURCE_DATE_EPOCH as its mtime; without one
+        # it would say 1970, so then systemd's built-in epoch is the better floor.
+        out.append(_file("/usr/lib/clock-epoch", b""))
     out.append(_file(MANIFEST, manifest(config, plan)))
     # Directories the plan already has keep their package's mode; identical symlinks stay the package's.
     return tuple(e for e in out if not _already_planned(e, planned.get(e.path)))
