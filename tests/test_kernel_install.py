@@ -253,17 +253,35 @@ def test_parse_argv_tolerates_any_argument_count() -> None:
     assert req == ki.Request("add", "6.1", Path("/e"), Path("/k"), (Path("/i1"), Path("/i2")))
 
 
-def test_mkosi_plugin_found_unless_masked(tmp_path: Path) -> None:
+def test_plugin_found_unless_masked(tmp_path: Path) -> None:
     etc, usr = tmp_path / "etc", tmp_path / "usr"
     etc.mkdir()
     usr.mkdir()
     plugin = script(usr / ki.MKOSI_PLUGIN, FAKE_MKOSI)
-    assert ki.mkosi_plugin(ctx(), (etc, usr)) == plugin
+    assert ki.active_plugin(ki.MKOSI_PLUGIN, ctx(), (etc, usr)) == plugin
     (etc / ki.MKOSI_PLUGIN).symlink_to("/dev/null")
-    assert ki.mkosi_plugin(ctx(), (etc, usr)) is None
+    assert ki.active_plugin(ki.MKOSI_PLUGIN, ctx(), (etc, usr)) is None
     # An explicit plugin list is what kernel-install runs, whatever the directories hold.
-    assert ki.mkosi_plugin(ctx(plugins=(PLUGIN, plugin)), (etc, usr)) == plugin
-    assert ki.mkosi_plugin(ctx(plugins=(PLUGIN,)), (tmp_path, usr)) is None
+    assert ki.active_plugin(ki.MKOSI_PLUGIN, ctx(plugins=(PLUGIN, plugin)), (etc, usr)) == plugin
+    assert ki.active_plugin(ki.MKOSI_PLUGIN, ctx(plugins=(PLUGIN,)), (tmp_path, usr)) is None
+
+
+def test_debians_initrd_plugin_is_a_rival_only_when_its_initrd_exists_and_ours_is_staged(
+    tmp_path: Path,
+) -> None:
+    plugins, boot = tmp_path / "install.d", tmp_path / "boot"
+    plugins.mkdir()
+    boot.mkdir()
+    debian = script(plugins / ki.DEBIAN_PLUGIN, "#!/bin/sh\n")
+    bls = ctx(staging=tmp_path / "stage")
+    assert ki.rival_warnings(add(), bls, ki.decide(add(), bls), (plugins,), boot) == []
+    (boot / "initrd.img-6.1.0").write_bytes(b"initramfs-tools")
+    [warning] = ki.rival_warnings(add(), bls, ki.decide(add(), bls), (plugins,), boot)
+    assert warning.startswith(f"{debian} stages {boot}/initrd.img-6.1.0 as a second initrd")
+    assert warning.endswith("ln -s /dev/null /etc/kernel/install.d/85-initrd.install")
+    # Layout other writes /boot/initramfs-KVER.img: what Debian's plugin stages is then not our concern.
+    other = ctx(layout="other")
+    assert ki.rival_warnings(add(), other, ki.decide(add(), other), (plugins,), boot) == []
 
 
 # ---- the install.d script called directly ------------------------------------------------------------
@@ -524,3 +542,27 @@ def test_packaged_generic_initrd_is_copied_instead_of_building(tmp_path: Path) -
     assert (staging / "initrd").read_bytes() == prebuilt.read_bytes()
     assert stat.S_IMODE((staging / "initrd").stat().st_mode) == 0o600
     assert sorted(p.name for p in staging.iterdir()) == ["initrd"]  # microcode is inside it
+
+
+DEBIAN_INITRD_PLUGIN = Path("/usr/lib/kernel/install.d") / ki.DEBIAN_PLUGIN
+
+
+@needs_kernel_install
+@needs_kernel
+@pytest.mark.slow
+@pytest.mark.skipif(not DEBIAN_INITRD_PLUGIN.exists(), reason="not Debian's systemd packaging")
+def test_warns_when_debians_plugin_would_add_initramfs_tools_initrd(kinst: KernelInstall) -> None:
+    assert KERNEL is not None
+    kver, image = KERNEL
+    theirs = Path("/boot") / f"initrd.img-{kver}"  # only read, by Debian's plugin
+    if not theirs.exists():
+        pytest.skip(f"no {theirs}")
+    kinst.configure("layout=bls\ninitrd_generator=mkosi-initrd\n")
+    kinst.plugins.insert(1, DEBIAN_INITRD_PLUGIN)
+    result = kinst.run("add", kver, image)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("ln -s /dev/null /etc/kernel/install.d/85-initrd.install") == 1
+    # ...and it was right: the entry loads initramfs-tools' initrd after ours.
+    lines = [line for line in kinst.entry(kver).read_text().splitlines() if line.startswith("initrd ")]
+    entry_dir = kinst.entry_dir(kver)
+    assert lines == [kinst.initrd_line(entry_dir / "initrd"), kinst.initrd_line(entry_dir / theirs.name)]

@@ -27,6 +27,7 @@ from mkosi_initrd.errors import InitrdError
 
 GENERATOR = "mkosi-initrd"
 MKOSI_PLUGIN = "50-mkosi.install"
+DEBIAN_PLUGIN = "85-initrd.install"  # systemd's Debian packaging: installs /boot/initrd.img-KVER
 PLUGIN_DIRS = (
     Path("/etc/kernel/install.d"),
     Path("/run/kernel/install.d"),
@@ -163,36 +164,45 @@ def decide(req: Request, ctx: Context) -> Action:
     return Action("build", f"layout={ctx.layout}", output=ctx.staging / "initrd", microcode_output=microcode)
 
 
-def mkosi_plugin(ctx: Context, dirs: Sequence[Path] = PLUGIN_DIRS) -> Path | None:
-    """mkosi's own 50-mkosi.install, if kernel-install will run it (after us: '-' sorts before '.')."""
+def active_plugin(name: str, ctx: Context, dirs: Sequence[Path] = PLUGIN_DIRS) -> Path | None:
+    """The plugin `name` if kernel-install will run it: listed in $KERNEL_INSTALL_PLUGINS, or else found
+    in the plugin directories (the first directory that has the name decides; /dev/null masks)."""
     if ctx.plugins is not None:
-        return next((p for p in ctx.plugins if p.name == MKOSI_PLUGIN and os.access(p, os.X_OK)), None)
+        return next((p for p in ctx.plugins if p.name == name and os.access(p, os.X_OK)), None)
     for d in dirs:
-        path = d / MKOSI_PLUGIN
-        if path.exists() or path.is_symlink():  # the first directory that has the name decides
+        path = d / name
+        if path.exists() or path.is_symlink():
             masked = path.resolve() == Path("/dev/null") or not path.is_file() or path.stat().st_size == 0
             return None if masked or not os.access(path, os.X_OK) else path
     return None
 
 
-def warn_about_mkosi_plugin(ctx: Context, action: Action, dirs: Sequence[Path] = PLUGIN_DIRS) -> None:
-    # mkosi's plugin acts on initrd_generator=mkosi-initrd too, and writes $STAGING/initrd after us.
-    plugin = mkosi_plugin(ctx, dirs) if ctx.initrd_generator == GENERATOR else None
-    if plugin is None:
-        return
-    effect = (
-        f"would overwrite {action.output}"
-        if action.output and ctx.staging and action.output.parent == ctx.staging
-        else "builds a second initrd"
-    )
-    logmod.log.warning(
-        "%s also acts on initrd_generator=%s and runs after this plugin: it %s. "
-        "Mask it with: ln -s /dev/null /etc/kernel/install.d/%s",
-        plugin,
-        GENERATOR,
-        effect,
-        MKOSI_PLUGIN,
-    )
+def rival_warnings(
+    req: Request,
+    ctx: Context,
+    action: Action,
+    dirs: Sequence[Path] = PLUGIN_DIRS,
+    boot: Path = Path("/boot"),
+) -> list[str]:
+    """Plugins that run after us and would spoil our output, each with the command that masks it."""
+    staged = action.output is not None and ctx.staging is not None and action.output.parent == ctx.staging
+    found: list[tuple[Path, str]] = []
+    # mkosi's plugin acts on initrd_generator=mkosi-initrd too ('-' sorts before '.': it runs after us).
+    mkosi = active_plugin(MKOSI_PLUGIN, ctx, dirs) if ctx.initrd_generator == GENERATOR else None
+    if mkosi is not None:
+        effect = f"would overwrite {action.output}" if staged else "builds a second initrd"
+        found.append(
+            (mkosi, f"also acts on initrd_generator={GENERATOR} and runs after this plugin: it {effect}")
+        )
+    # Debian's plugin stages initramfs-tools' initrd whatever the generator: the entry would load both.
+    old = boot / f"initrd.img-{req.kver}"
+    debian = active_plugin(DEBIAN_PLUGIN, ctx, dirs) if staged and action.format == "cpio" else None
+    if debian is not None and old.exists():
+        found.append((debian, f"stages {old} as a second initrd, loaded after the one built here"))
+    return [
+        f"{plugin} {effect}. Mask it with: ln -s /dev/null /etc/kernel/install.d/{plugin.name}"
+        for plugin, effect in found
+    ]
 
 
 def check_kernel(kver: str, root: Path = Path("/")) -> None:
@@ -251,7 +261,8 @@ def run(req: Request, ctx: Context) -> int:
         log.info("removing %s", action.output)
         action.output.unlink(missing_ok=True)
         return 0
-    warn_about_mkosi_plugin(ctx, action)
+    for warning in rival_warnings(req, ctx, action):
+        log.warning("%s", warning)
     log.info("building %s for kernel %s (%s)", action.output, req.kver, action.reason)
     log.info("%s", build(req, action))
     return 0
