@@ -7,7 +7,6 @@ generated /etc/initrd-release over the package's, say); that is logged, never si
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +59,7 @@ def dlopen_step(config: Config, os_release: dict[str, str], packages: Part) -> P
     if not wanted:
         return packages
     log.info("dlopen notes want %s", " ".join(wanted))
-    return package_step(dataclasses.replace(config, packages=(*config.packages, *wanted)), os_release)
+    return package_step(config, os_release, [closure.Request(path, "dlopen") for path in wanted])
 
 
 def requests(config: Config, family: str) -> list[closure.Request]:
@@ -82,11 +81,12 @@ def exclusions(family: str) -> list[str]:
     return globs
 
 
-def package_step(config: Config, os_release: dict[str, str]) -> Part:
+def package_step(config: Config, os_release: dict[str, str], extra: Sequence[closure.Request] = ()) -> Part:
     family = osrelease.family(os_release)
     db = open_db(config.root, config.backend)
     excluder = closure.Excluder(exclusions(family), config.remove_packages)
-    result = closure.resolve(db, requests(config, family), excluder, weak_deps=config.weak_deps)
+    reqs = [*requests(config, family), *extra]
+    result = closure.resolve(db, reqs, excluder, weak_deps=config.weak_deps)
     remove_globs = [*read_list("remove-files.list"), *config.remove_files]
     per_pkg, warnings = files.package_entries(config.root, db, result.packages, remove_globs)
     choices = [
