@@ -319,6 +319,22 @@ def test_inspect_prints_the_decision(tmp_path: Path) -> None:
     assert "format: uki" in result.stdout
 
 
+def test_inspect_shows_rival_plugins(tmp_path: Path) -> None:
+    mkosi = script(tmp_path / ki.MKOSI_PLUGIN, FAKE_MKOSI)
+    result = run_plugin(
+        "inspect",
+        "6.1.0",
+        KERNEL_INSTALL_INITRD_GENERATOR="mkosi-initrd",
+        KERNEL_INSTALL_LAYOUT="bls",
+        KERNEL_INSTALL_STAGING_AREA="/stage",
+        KERNEL_INSTALL_PLUGINS=f"{PLUGIN} {mkosi}",
+        KERNEL_INSTALL_CONF_ROOT=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "output: /stage/initrd" in result.stdout
+    assert f"warning: {mkosi} also acts on initrd_generator=mkosi-initrd" in result.stdout
+
+
 # ---- through the real kernel-install -----------------------------------------------------------------
 
 

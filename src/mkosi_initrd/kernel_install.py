@@ -105,8 +105,8 @@ def context_from_env(environ: Mapping[str, str]) -> Context:
         staging=Path(staging) if staging else None,
         boot_root=Path(boot_root) if boot_root else None,
         verbose=environ.get("KERNEL_INSTALL_VERBOSE", "0") not in ("", "0"),
-        # kernel-install exports KERNEL_INSTALL_UKI_GENERATOR (possibly empty) since the version that
-        # also defined the `microcode` staging file (systemd 254).
+        # kernel-install exports KERNEL_INSTALL_UKI_GENERATOR (possibly empty) since systemd 254
+        # (systemd PR #26940), the release that also defined the `microcode` staging file (PR #27941).
         staging_microcode="KERNEL_INSTALL_UKI_GENERATOR" in environ,
         plugins=tuple(Path(p) for p in plugins.split()) if plugins and plugins.strip() != ":" else None,
         conf_files=conf.files,
@@ -281,6 +281,8 @@ def inspect(req: Request, ctx: Context) -> int:
             print(f"{label}: {path}")
     if action.kind == "build":
         print(f"format: {action.format}")
+        for warning in rival_warnings(req, ctx, action):
+            print(f"warning: {warning}")
     return 0
 
 
