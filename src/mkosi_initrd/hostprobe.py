@@ -65,13 +65,27 @@ def sys_modules(sysfs: Path) -> Iterator[Want]:
 
 def device_modaliases(sysfs: Path) -> Iterator[Want]:
     """Every /sys/devices/**/modalias (symlinks are not followed: sysfs has loops)."""
-    top = sysfs / "devices"
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames.sort()
-        if "modalias" in filenames:
-            alias = _read(Path(dirpath) / "modalias")
-            if alias:
-                yield Want(reason=f"modalias: {_shown(sysfs, Path(dirpath))} ({alias})", modalias=alias)
+    for dirpath in _dirs_with(str(sysfs / "devices"), "modalias"):
+        alias = _read(Path(dirpath) / "modalias")
+        if alias:
+            yield Want(reason=f"modalias: {_shown(sysfs, Path(dirpath))} ({alias})", modalias=alias)
+
+
+def _dirs_with(top: str, name: str) -> Iterator[str]:
+    """Directories under `top` (sorted, top-down, symlinks not followed) that hold a file `name`.
+
+    One scandir per directory and the d_type it returns: os.walk's extra bookkeeping doubled the
+    time of this walk over sysfs's ~1000 directories (it is on every host-only build)."""
+    try:
+        with os.scandir(top) as it:
+            found = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return
+    if any(e.name == name for e in found):
+        yield top
+    for e in found:
+        if e.is_dir(follow_symlinks=False):
+            yield from _dirs_with(e.path, name)
 
 
 @dataclass(frozen=True)
