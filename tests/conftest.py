@@ -15,3 +15,11 @@ def rpm_sysroot() -> Path:
     from fixtures import rpmsysroot
 
     return rpmsysroot.rpm_sysroot()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _build_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Builds in tests (CLI, kernel-install plugin) cache into a temp dir, never /var/cache."""
+    import os
+
+    os.environ["MKOSI_INITRD_CACHE_DIR"] = str(tmp_path_factory.mktemp("build-cache"))

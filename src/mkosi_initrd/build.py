@@ -122,16 +122,26 @@ def _write_uki(config: Config, plan: Plan, options: BuildOptions, early: bytes |
 
 
 def build(config: Config, options: BuildOptions) -> BuildResult:
-    from mkosi_initrd.planner import make_plan
+    from mkosi_initrd.cache import BuildCache
 
     steps = _Steps()
+    cache = BuildCache.open(config, options)
+    if cache and (hit := cache.lookup()):
+        steps.done("cached result")
+        return BuildResult(hit.output, hit.microcode, hit.size, hit.packages, hit.modules)
+    from mkosi_initrd.planner import make_plan
+
     plan = make_plan(config)
+    if cache:
+        cache.record(plan)  # the inputs' signatures as planned, before the files are read
     steps.done(
         f"plan: {len(plan.packages)} packages, {len(plan.modules)} modules, {len(plan.entries)} entries"
     )
     for w in plan.warnings:
         log.warning("%s", w)
     size, microcode = write_outputs(config, plan, options, steps)
+    if cache:
+        cache.store(options.output, microcode, len(plan.packages), len(plan.modules))
     return BuildResult(Path(options.output), microcode, size, len(plan.packages), len(plan.modules))
 
 

@@ -1,0 +1,285 @@
+"""The rebuild cache: real builds of the rpm fixture root (librpm reads a real rpmdb), a real
+dpkg database for the dpkg state, and the CLI in separate processes for concurrent builders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fixtures.debroot import deb_root
+from fixtures.rpmspecs import rpm_root
+from mkosi_initrd import cache
+from mkosi_initrd.build import BuildOptions
+from mkosi_initrd.cli import main, make_config, parse_args
+
+KVER = "1.0"
+DBPATH = "/usr/lib/sysimage/rpm"
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A private copy of the rpm fixture root (its database and files get changed)."""
+    dst = tmp_path / "root"
+    shutil.copytree(rpm_root(), dst, symlinks=True)
+    return dst
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "cache"
+    monkeypatch.setenv(cache.ENV_DIR, str(d))
+    monkeypatch.delenv(cache.ENV_MAX, raising=False)
+    return d
+
+
+def args(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["--root", str(root), "-k", KVER, "-o", str(out), *extra]
+
+
+def build(root: Path, out: Path, *extra: str) -> bytes:
+    assert main(args(root, out, *extra)) == 0
+    return out.read_bytes()
+
+
+def lookup(root: Path, out: Path, *extra: str) -> cache.Hit | None:
+    """What a build with these arguments would find in the cache (it copies to `out` on a hit)."""
+    ns = parse_args(args(root, out, *extra))
+    options = BuildOptions(output=out, microcode_output=ns.microcode_output)
+    c = cache.BuildCache.open(make_config(ns), options)
+    assert c is not None
+    return c.lookup()
+
+
+def entries(cache_dir: Path) -> list[Path]:
+    return sorted(p for p in cache_dir.iterdir() if not p.name.startswith("."))
+
+
+def test_a_rebuild_is_a_hit_with_identical_bytes(root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    fresh = build(root, tmp_path / "a")
+    assert len(entries(cache_dir)) == 1
+    hit = lookup(root, tmp_path / "b")
+    assert hit is not None and hit.size == len(fresh) and hit.packages > 0
+    assert (tmp_path / "b").read_bytes() == fresh
+    assert build(root, tmp_path / "c") == fresh
+    uncached = build(root, tmp_path / "d", "--no-cache")
+    assert uncached == fresh
+    assert oct((tmp_path / "c").stat().st_mode & 0o777) == oct(0o600)
+
+
+def test_no_cache_neither_reads_nor_stores(root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    build(root, tmp_path / "a", "--no-cache")
+    assert not cache_dir.exists() or entries(cache_dir) == []
+
+
+def _rpm(root: Path, *a: str) -> None:
+    subprocess.run(["rpm", "--root", str(root), "--dbpath", DBPATH, *a], check=True, capture_output=True)
+
+
+def test_a_package_database_change_invalidates(root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    build(root, tmp_path / "a")
+    _rpm(root, "-qa")  # reading the database is not a change
+    assert lookup(root, tmp_path / "b") is not None
+    _rpm(root, "-e", "--justdb", "--nodeps", "--noscripts", "fx-weak")
+    assert lookup(root, tmp_path / "b") is None
+
+
+def test_a_changed_file_of_an_included_package_invalidates(
+    root: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    build(root, tmp_path / "a")
+    lib = root / "usr/lib64/libc.so.6"  # glibc's, in the plan
+    assert lookup(root, tmp_path / "b") is not None
+    lib.write_text("fxlib, rebuilt behind rpm's back\n")
+    assert lookup(root, tmp_path / "b") is None
+    assert build(root, tmp_path / "c") != (tmp_path / "a").read_bytes()
+
+
+def test_a_config_line_invalidates(root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    build(root, tmp_path / "a")
+    conf = root / "etc/mkosi-initrd/mkosi-initrd.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("# a comment changes nothing\n")
+    assert lookup(root, tmp_path / "b") is not None
+    conf.write_text("[Output]\nCompressionLevel=5\n")
+    assert lookup(root, tmp_path / "b") is None
+
+
+def test_a_host_file_carried_in_invalidates(root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    crypttab = root / "etc/crypttab"
+    crypttab.write_text("luks-root UUID=1234 none luks\n")
+    conf = root / "etc/mkosi-initrd/mkosi-initrd.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("[Files]\nExtraFiles=/etc/crypttab\n")
+    build(root, tmp_path / "a")
+    assert lookup(root, tmp_path / "b") is not None
+    crypttab.write_text("luks-root UUID=5678 none luks\n")
+    assert lookup(root, tmp_path / "b") is None
+
+
+def test_the_kernel_module_index_invalidates(root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    build(root, tmp_path / "a")
+    dep = root / f"usr/lib/modules/{KVER}/modules.dep"
+    dep.write_bytes(dep.read_bytes() + b"\n")
+    assert lookup(root, tmp_path / "b") is None
+
+
+@pytest.mark.parametrize(
+    "option", [("--generic",), ("--level", "7"), ("--add-module", "fx*"), ("--no-microcode",)]
+)
+def test_an_option_invalidates(root: Path, cache_dir: Path, tmp_path: Path, option: tuple[str, ...]) -> None:
+    build(root, tmp_path / "a")
+    assert lookup(root, tmp_path / "b", *option) is None
+    assert lookup(root, tmp_path / "b") is not None
+
+
+def _sysfs(top: Path, modules: list[str]) -> Path:
+    for m in modules:
+        (top / "module" / m).mkdir(parents=True, exist_ok=True)
+    (top / "devices").mkdir(exist_ok=True)
+    return top
+
+
+def test_host_probes_are_part_of_a_host_only_key(root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    sysfs = _sysfs(tmp_path / "sys", ["fx_a"])
+    probes = ("--sysfs", str(sysfs), "--procfs", str(tmp_path / "proc"))
+    build(root, tmp_path / "a", *probes)
+    assert lookup(root, tmp_path / "b", *probes) is not None
+    dev = sysfs / "devices/pci0000:00/0000:00:01.0"
+    dev.mkdir(parents=True)
+    (dev / "modalias").write_text("pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00\n")
+    assert lookup(root, tmp_path / "b", *probes) is None
+    build(root, tmp_path / "c", *probes)
+    _sysfs(sysfs, ["fx_b"])
+    assert lookup(root, tmp_path / "b", *probes) is None
+    # A generic build does not look at the host.
+    build(root, tmp_path / "d", "--generic", *probes)
+    _sysfs(sysfs, ["fx_c"])
+    assert lookup(root, tmp_path / "b", "--generic", *probes) is not None
+
+
+def test_a_corrupt_entry_is_rebuilt_never_shipped(root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    fresh = build(root, tmp_path / "a")
+    (entry,) = entries(cache_dir)
+    cached = entry / "output"
+    st = cached.stat()
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # bit rot: same size, same times
+    cached.write_bytes(bytes(data))
+    os.utime(cached, ns=(st.st_atime_ns, st.st_mtime_ns))
+    target = tmp_path / "b"
+    target.write_bytes(b"previous initrd")
+    assert lookup(root, target) is None
+    assert target.read_bytes() == b"previous initrd"  # the corrupt copy never replaced it
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".b")) == []
+    assert not entry.exists()
+    assert build(root, target) == fresh
+    assert lookup(root, tmp_path / "c") is not None
+
+
+def test_a_truncated_or_unreadable_entry_is_a_miss(root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    build(root, tmp_path / "a")
+    (entry,) = entries(cache_dir)
+    (entry / "output").write_bytes(b"")
+    assert lookup(root, tmp_path / "b") is None
+    build(root, tmp_path / "a")
+    (entry,) = entries(cache_dir)
+    (entry / "meta.json").write_text("{")
+    assert lookup(root, tmp_path / "b") is None
+
+
+def test_separate_microcode_output_is_cached_too(root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    ucode = root / "usr/lib/firmware/intel-ucode"
+    ucode.mkdir(parents=True, exist_ok=True)
+    (ucode / "06-55-04").write_bytes(b"microcode blob\n")
+    extra = ("--generic", "--microcode-output", str(tmp_path / "ucode-a"))
+    fresh = build(root, tmp_path / "a", *extra)
+    assert (tmp_path / "ucode-a").read_bytes().startswith(b"070701")
+    other = ("--generic", "--microcode-output", str(tmp_path / "ucode-b"))
+    hit = lookup(root, tmp_path / "b", *other)
+    assert hit is not None and hit.microcode == tmp_path / "ucode-b"
+    assert (tmp_path / "b").read_bytes() == fresh
+    assert (tmp_path / "ucode-b").read_bytes() == (tmp_path / "ucode-a").read_bytes()
+    (ucode / "06-55-05").write_bytes(b"another blob\n")  # a new microcode file: read outside the plan
+    assert lookup(root, tmp_path / "b", *other) is None
+
+
+def test_the_size_bound_evicts_least_recently_used(
+    root: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = {}
+    for level in ("1", "2", "3"):
+        build(root, tmp_path / f"l{level}", "--level", level)
+        (keys[level],) = set(entries(cache_dir)) - set(keys.values())
+    sizes = {e.path: e.size for e in cache.entries(cache_dir)}  # all of an entry's files count
+    assert lookup(root, tmp_path / "x", "--level", "1") is not None  # level 1 is now the most recent
+    bound = sizes[keys["1"]] + max(sizes.values()) * 3 // 2  # room for two entries of about this size
+    monkeypatch.setenv(cache.ENV_MAX, str(bound))
+    build(root, tmp_path / "l4", "--level", "4")  # stores level 4, then evicts 2 and 3 (oldest)
+    assert lookup(root, tmp_path / "x", "--level", "2") is None
+    assert lookup(root, tmp_path / "x", "--level", "3") is None
+    assert lookup(root, tmp_path / "x", "--level", "1") is not None
+    assert lookup(root, tmp_path / "x", "--level", "4") is not None
+    assert sum(e.size for e in cache.entries(cache_dir)) <= bound
+
+
+def test_an_entry_larger_than_the_bound_is_not_kept(
+    root: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(cache.ENV_MAX, "1K")
+    build(root, tmp_path / "a")
+    assert entries(cache_dir) == []
+
+
+def test_concurrent_builders_do_not_corrupt_the_cache(root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    cmds = [
+        [sys.executable, "-m", "mkosi_initrd", *args(root, tmp_path / f"out{i}", *extra)]
+        for i, extra in enumerate([(), (), (), ("--generic",), ("--generic",)])
+    ]
+    procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in cmds]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    outs = [(tmp_path / f"out{i}").read_bytes() for i in range(5)]
+    assert outs[0] == outs[1] == outs[2] and outs[3] == outs[4]
+    assert len(entries(cache_dir)) == 2
+    assert sorted(p.name for p in cache_dir.iterdir() if p.name.startswith(".")) == []
+    assert lookup(root, tmp_path / "h") is not None and (tmp_path / "h").read_bytes() == outs[0]
+    assert lookup(root, tmp_path / "g", "--generic") is not None
+    assert (tmp_path / "g").read_bytes() == outs[3]
+
+
+def test_dpkg_state_follows_the_status_file_not_reads(tmp_path: Path) -> None:
+    from mkosi_initrd.pkgdb import open_db
+
+    root = tmp_path / "root"
+    shutil.copytree(deb_root(), root, symlinks=True)
+    before = cache.db_state(root)
+    db = open_db(root, "dpkg")
+    for pkg in db.packages():
+        db.files(pkg)
+    assert cache.db_state(root) == before
+    status = root / "var/lib/dpkg/status"
+    text = status.read_text()
+    st = status.stat()
+    status.write_text(text.replace("Version: 1.0-1\n", "Version: 1.0-2\n", 1))
+    os.utime(status, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and time: content decides
+    assert cache.db_state(root) != before
+
+
+def test_the_code_state_covers_our_resources() -> None:
+    state = cache.code_state()
+    assert state[0] and len(state[1]) == 64
+    assert cache.code_state() == state
+
+
+def test_parse_size() -> None:
+    assert cache.parse_size("512M") == 512 << 20
+    assert cache.parse_size("1000") == 1000
+    assert cache.parse_size("2g") == 2 << 30
