@@ -114,6 +114,24 @@ def test_users_and_groups_come_from_the_included_sysusers_files(tmp_path: Path) 
     assert not any(line.startswith("someone:") for line in passwd)
 
 
+def test_groups_used_by_udev_rules_exist_with_the_roots_ids(tmp_path: Path) -> None:
+    root = _root(tmp_path)
+    (root / "etc").mkdir()
+    (root / "etc/group").write_text("root:x:0:\nkvm:x:104:\nrender:x:105:\n")
+    rules = Entry(
+        "/usr/lib/udev/rules.d/50-udev-default.rules",
+        REG,
+        data=b'KERNEL=="kvm", GROUP="kvm", MODE="0660"\nSUBSYSTEM=="drm", GROUP="render"\n'
+        b'SUBSYSTEM=="sgx", GROUP:="sgx"\nSUBSYSTEM=="tty", GROUP="tty"\nGROUP="$env{X}"\n',
+    )
+    basic = Entry("/usr/lib/sysusers.d/basic.conf", REG, data=b"g tty 5 -\n")
+    got = _by_path(generated_entries(Config(root=root), _plan(root, [rules, basic])))
+    group = (got["/etc/group"].data or b"").decode().splitlines()
+    assert "kvm:x:104:" in group and "render:x:105:" in group and "tty:x:5:" in group
+    assert "sgx:x:999:" in group  # not in the root: a dynamic id
+    assert not any(line.startswith("$") for line in group)
+
+
 def test_a_packaged_passwd_file_is_kept_and_completed(tmp_path: Path) -> None:
     acc = accounts([("a.conf", b"u svc 500\n")])
     pw = Entry(

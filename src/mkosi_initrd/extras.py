@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import stat
 from collections.abc import Iterable, Sequence
@@ -31,6 +32,7 @@ from mkosi_initrd.compress import resolve_level
 from mkosi_initrd.config import Config
 from mkosi_initrd.plan import Entry, Plan
 from mkosi_initrd.resources import resource_dir
+from mkosi_initrd.rootfs import resolve_in_root
 
 ORIGIN = "generated"
 MANIFEST = "/usr/lib/mkosi-initrd/manifest.json"
@@ -211,6 +213,38 @@ def passwd_group(
     return ("\n".join(pw_lines) + "\n").encode(), ("\n".join(gr_lines) + "\n").encode()
 
 
+_RULE_GROUP = re.compile(r'\bGROUP\s*:?=\s*"([^"$%]+)"')
+
+
+def _udev_rule_groups(entries: Iterable[Entry]) -> set[str]:
+    """Groups the included udev rules assign to device nodes."""
+    groups: set[str] = set()
+    for e in entries:
+        if e.path.startswith(("/usr/lib/udev/rules.d/", "/etc/udev/rules.d/")) and e.path.endswith(".rules"):
+            groups.update(_RULE_GROUP.findall(_content(e).decode(errors="replace")))
+    return groups
+
+
+def add_rule_groups(acc: _Accounts, wanted: Iterable[str], root: Path) -> None:
+    """Groups that udev rules use but no sysusers.d file declares (Debian creates kvm, render, sgx,
+    input in maintainer scripts): the root's id when it has the group, else a dynamic one, so udevd
+    does not warn about unknown groups."""
+    missing = sorted(set(wanted) - set(acc.groups))
+    if not missing:
+        return
+    host = {f[0]: f[2] for f in _group_file(resolve_in_root(root, "/etc/group")) if len(f) > 2}
+    for name in missing:
+        gid = host.get(name, "")
+        acc.groups[name] = int(gid) if gid.isdigit() and not acc.taken(int(gid)) else acc.allocate()
+
+
+def _group_file(path: Path) -> list[list[str]]:
+    try:
+        return [line.split(":") for line in path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return []
+
+
 # --- the extra tree, usr-merge, manifest
 
 
@@ -292,6 +326,7 @@ def generated_entries(config: Config, plan: Plan) -> tuple[Entry, ...]:
         out.append(_symlink("/etc/os-release", "initrd-release"))
     out += usrmerge_links(config.root)
     acc = accounts(_sysusers_files(plan.entries))
+    add_rule_groups(acc, _udev_rule_groups(plan.entries), config.root)
     passwd, group = passwd_group(acc, planned.get("/etc/passwd"), planned.get("/etc/group"))
     out += [_file("/etc/passwd", passwd), _file("/etc/group", group)]
     out += extra_tree()
