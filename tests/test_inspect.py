@@ -146,6 +146,8 @@ def test_the_distribution_initrd_in_boot_is_read_completely() -> None:
     info = describe_initrd(path)
     assert info["entries"] > 100
     assert any(x["path"].endswith("/systemd") or x["path"] == "/init" for x in info["files"])
+    if "dracut" in info["os_release"].get("PRETTY_NAME", ""):
+        assert info["dracut_modules"] and "systemd" in info["dracut_modules"]
     end = info["segments"][-1]["offset"] + info["segments"][-1]["size"]
     assert path.stat().st_size - end < 512  # nothing left unread but padding
 

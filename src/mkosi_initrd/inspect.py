@@ -52,6 +52,7 @@ def describe_initrd(path: Path) -> dict[str, Any]:
         except ValueError:
             manifest = {"error": "manifest is not valid JSON"}
     dracut_modules = contents.get("/usr/lib/dracut/modules.txt", b"").decode(errors="replace").split()
+    dracut_args = contents.get("/usr/lib/dracut/build-parameter.txt", b"").decode(errors="replace").strip()
     members = list(iter_members(segments))
     return {
         "path": str(path),
@@ -60,6 +61,7 @@ def describe_initrd(path: Path) -> dict[str, Any]:
         "os_release": _parse_os_release(release_text),
         "manifest": manifest,
         "dracut_modules": dracut_modules,
+        "dracut_arguments": dracut_args,
         "entries": len(members),
         "files": [_member_json(m) for m in members],
     }
@@ -111,6 +113,8 @@ def format_initrd(info: dict[str, Any], list_files: bool) -> str:
     m = info["manifest"]
     if m:
         lines += _format_manifest(m)
+    if info.get("dracut_arguments"):
+        lines.append(f"dracut arguments: {info['dracut_arguments']}")
     if info["dracut_modules"]:
         lines.append(f"dracut modules: {' '.join(info['dracut_modules'])}")
     if list_files:
