@@ -1,0 +1,57 @@
+"""Our initrd (built by our CLI, host-only) boots every kind of root to the marker.
+
+Core cases (plain, LVM, LUKS2 with the key from the host's crypttab, RAID1) run in CI; the rest when
+MKOSI_INITRD_BOOT_MATRIX=1 (`make boot-matrix`, which also boots dracut's initrd for comparison and
+records the results in docs/BOOT-MATRIX.md). A failure keeps the serial log and the initrd's
+manifest (`*.initrd.json`) under /var/tmp/mkosi-initrd-boot.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from boot import matrix, stacked
+
+FULL = os.environ.get("MKOSI_INITRD_BOOT_MATRIX") == "1"
+
+pytestmark = [
+    pytest.mark.boot,
+    pytest.mark.skipif(
+        not (matrix.KERNEL.exists() and Path(f"/usr/lib/modules/{matrix.KVER}/modules.dep").exists()),
+        reason=f"needs the Debian kernel {matrix.KVER} installed",
+    ),
+]
+
+# What the marker must say about /: the device the initrd assembled, and the label of the tree on it
+# (so the right disk of the right layout was mounted).
+EXPECTED = {
+    "plain": ("/dev/vda", "ext4"),
+    "xfs": ("/dev/vda", "xfs"),
+    "btrfs-subvol": ("/dev/vda", "btrfs"),
+    "lvm": (f"/dev/mapper/{stacked.VG}-root", "lvm"),
+    "luks-crypttab": ("/dev/mapper/root", "luks"),  # the name from crypttab: crypttab unlocked it
+    "luks-cmdline": (f"/dev/mapper/luks-{stacked.LUKS_UUID}", "luks"),
+    "lvm-on-luks": (f"/dev/mapper/{stacked.VG}-root", "lvm-on-luks"),
+    "raid1": ("/dev/md0", "raid1"),
+}
+
+
+def _params() -> list[object]:
+    out = []
+    for name, case in matrix.CASES.items():
+        marks = [] if case.core or FULL else [pytest.mark.skip(reason="set MKOSI_INITRD_BOOT_MATRIX=1")]
+        out.append(pytest.param(name, marks=marks, id=name))
+    return out
+
+
+@pytest.mark.parametrize("name", _params())
+def test_our_initrd_boots_the_root(name: str, tmp_path: Path) -> None:
+    case = matrix.CASES[name]
+    outcome = matrix.run_case(case, "ours", tmp_path)
+    assert outcome.passed, outcome.boot.explain() + "\n" + "\n".join(outcome.notes)
+    facts = outcome.boot.facts
+    assert facts["fs"] == case.expect_fs
+    assert (facts["src"], facts["label"]) == EXPECTED[name]
