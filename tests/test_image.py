@@ -162,3 +162,27 @@ def test_two_cli_builds_of_this_host_give_one_sha256(tmp_path: Path) -> None:
     assert outs[0].stat().st_mode & 0o7777 == 0o600
     (seg,), _ = read_segments(outs[0])
     assert {m.mtime for m in seg.members} == {1700000000}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(f"/usr/lib/modules/{KVER}/modules.dep").exists(), reason=f"needs kernel {KVER}")
+def test_kill_9_of_the_cli_while_it_writes_keeps_the_old_initrd(tmp_path: Path) -> None:
+    out_dir = tmp_path / "boot"
+    out_dir.mkdir()
+    target = out_dir / f"initramfs-{KVER}.img"
+    target.write_bytes(b"previous initrd")
+    env = {**os.environ, "PYTHONPATH": SRC}
+    cmd = [sys.executable, "-m", "mkosi_initrd", "-k", KVER, "--generic", "--no-cache", "-o", str(target)]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(size > 1_000_000 for size in _temp_fds(p.pid, out_dir)):
+            assert p.poll() is None, "the build ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == -9
+    assert target.read_bytes() == b"previous initrd"
+    assert sorted(x.name for x in out_dir.iterdir()) == [target.name]
