@@ -69,9 +69,10 @@ def _write_microcode(data: bytes, path: Path) -> None:
 
 
 def write_outputs(
-    config: Config, plan: Plan, options: BuildOptions, steps: _Steps
+    config: Config, plan: Plan, options: BuildOptions, steps: _Steps | None = None
 ) -> tuple[int, Path | None]:
     """The initrd (or UKI) and microcode files for `plan`; returns (output size, microcode path)."""
+    steps = steps or _Steps()
     mtime = config.source_date_epoch
     early = microcode_cpio(config, mtime=mtime)
     if early:
