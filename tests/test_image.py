@@ -86,13 +86,16 @@ _CHILD = textwrap.dedent(
 def _temp_fds(pid: int, directory: Path) -> list[int]:
     """Sizes of the files `pid` holds open in `directory` (the unnamed temp shows up as '... (deleted)')."""
     sizes = []
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # the process is gone: the caller's poll() says so
+        return sizes
+    for fd in fds:
+        try:  # descriptors come and go while we look
+            if os.readlink(fd).startswith(str(directory) + "/"):
+                sizes.append(os.stat(fd).st_size)
         except OSError:
             continue
-        if target.startswith(str(directory) + "/"):
-            sizes.append(os.stat(fd).st_size)
     return sizes
 
 
