@@ -92,9 +92,10 @@ def test_glob_characters_in_file_names_are_literal() -> None:
 
 def test_closure_follows_depends_and_virtual_provides() -> None:
     pkgs = debrpm.installed_packages()
-    names = debrpm.closure(pkgs, ["kmod"])
+    names = rpmsysroot.closure(pkgs, ["kmod"], recommends=False)
     assert {"kmod", "libkmod2", "libc6", "libzstd1"} <= set(names)
     assert "systemd" not in names
+    assert "libatm1" in rpmsysroot.closure(pkgs, ["iproute2"])  # recommended, and installed here
 
 
 def test_rebuilding_a_package_gives_the_same_bytes(tmp_path: Path) -> None:
