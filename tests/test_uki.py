@@ -332,7 +332,10 @@ def test_signed_uki_verifies_and_keeps_the_distro_kernel(
     assert sbverify(other_cert, out).returncode != 0
     kernel = KERNEL.read_bytes()
     assert section_bytes(out, ".linux")[: len(kernel)] == kernel  # signed by the distro: left alone
-    assert uki.describe(out)["signed"] is True
+    d = uki.describe(out)
+    assert d["signed"] is True and d["signers"] == ["CN = mkosi-initrd test db"]
+    assert d["linux"]["signers"] and "mkosi-initrd" not in " ".join(d["linux"]["signers"])  # the distro's
+    assert "signed by CN = mkosi-initrd test db" in uki.format_description(d)
 
 
 def test_unsigned_kernel_gets_signed_inside(config: Config, initrd: Path, tmp_path: Path) -> None:

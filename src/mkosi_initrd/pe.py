@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -86,6 +87,35 @@ def parse(data: bytes, what: str) -> pefile.PE:
 def is_signed(pe: pefile.PE) -> bool:
     security = pe.OPTIONAL_HEADER.DATA_DIRECTORY[_SECURITY]
     return bool(security.VirtualAddress and security.Size)
+
+
+def signer_subjects(pe: pefile.PE, data: bytes) -> list[str]:
+    """Subjects of the certificates in each Authenticode signature (WIN_CERTIFICATE entries).
+
+    openssl decodes the PKCS#7 blobs; without it the list is empty (presence is is_signed()'s job).
+    """
+    security = pe.OPTIONAL_HEADER.DATA_DIRECTORY[_SECURITY]
+    offset, end = security.VirtualAddress, security.VirtualAddress + security.Size
+    subjects: list[str] = []
+    while security.VirtualAddress and offset + 8 <= min(end, len(data)):
+        length = struct.unpack_from("<I", data, offset)[0]
+        if length <= 8:
+            break
+        blob = data[offset + 8 : offset + length]
+        try:
+            out = subprocess.run(
+                ["openssl", "pkcs7", "-inform", "DER", "-print_certs", "-noout"],
+                input=blob,
+                capture_output=True,
+                check=False,
+            ).stdout.decode(errors="replace")
+        except OSError:
+            return []
+        subjects += [
+            line.split("=", 1)[1].strip() for line in out.splitlines() if line.startswith("subject=")
+        ]
+        offset += round_up(length, 8)
+    return subjects
 
 
 def section_name(s: pefile.SectionStructure) -> str:

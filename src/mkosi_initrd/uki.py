@@ -430,13 +430,18 @@ def describe(path: Path) -> dict[str, Any]:
         "type": "uki",
         "size": len(data),
         "signed": pemod.is_signed(pe),
+        "signers": pemod.signer_subjects(pe, data),
         "stub_version": version,
         "sections": sections,
         "cmdline": _text(pemod.find_section(pe, ".cmdline")),
         "uname": _text(pemod.find_section(pe, ".uname")),
         "osrel": _os_release_fields(osrel) if osrel is not None else None,
         "sbat": sbat.splitlines() if sbat else [],
-        "linux": {"size": len(linux), "signed": bool(linux_pe and pemod.is_signed(linux_pe))},
+        "linux": {
+            "size": len(linux),
+            "signed": bool(linux_pe and pemod.is_signed(linux_pe)),
+            "signers": pemod.signer_subjects(linux_pe, linux) if linux_pe else [],
+        },
         "initrd": _describe_initrd(payload(".initrd")),
         "ucode": _describe_initrd(payload(".ucode")) if pemod.find_section(pe, ".ucode") else None,
     }
@@ -464,14 +469,16 @@ def _describe_initrd(data: bytes) -> dict[str, Any]:
 
 def format_description(d: Mapping[str, Any], list_files: bool = False) -> str:
     """Human-readable `mkosi-initrd inspect` output for a UKI."""
-    out = [f"{d['path']}: UKI, {d['size']} bytes, {'signed' if d['signed'] else 'unsigned'}"]
+    signed = f"signed by {'; '.join(d['signers']) or '?'}" if d["signed"] else "unsigned"
+    out = [f"{d['path']}: UKI, {d['size']} bytes, {signed}"]
     if d.get("stub_version"):
         out.append(f"  stub: systemd-stub {d['stub_version']}")
     out.append(f"  uname: {d['uname']}")
     out.append(f"  cmdline: {d['cmdline']}")
     if d.get("osrel"):
         out.append(f"  osrel: {d['osrel'].get('PRETTY_NAME') or d['osrel'].get('NAME', '?')}")
-    signed_kernel = "signed" if d["linux"]["signed"] else "unsigned"
+    kernel_signers = "; ".join(d["linux"].get("signers", [])) or "?"
+    signed_kernel = f"signed by {kernel_signers}" if d["linux"]["signed"] else "unsigned"
     out.append(f"  kernel: {d['linux']['size']} bytes, {signed_kernel}")
     out.append("  sections:")
     for s in d["sections"]:
