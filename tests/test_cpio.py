@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import stat
 import subprocess
 from pathlib import Path
@@ -125,3 +126,9 @@ def test_a_planned_file_missing_on_disk_is_an_error_naming_it_and_its_package(tm
     with pytest.raises(InitrdError, match=r"gone.*pkg-1\.0-1\.x86_64") as e:
         _archive([gone])
     assert "reinstall" in e.value.hint
+
+
+def test_file_names_that_are_not_utf8_are_archived_byte_for_byte(tmp_path: Path) -> None:
+    name = os.fsdecode(b"/usr/share/caf\xe9")  # Latin-1 bytes, as a package may ship them
+    data = _archive([Entry(name, REG | 0o644, data=b"x"), Entry("/l", stat.S_IFLNK | 0o777, linkto=name)])
+    assert b"usr/share/caf\xe9\0" in data and b"/usr/share/caf\xe9" in data

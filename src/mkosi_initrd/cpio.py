@@ -43,7 +43,7 @@ def header(
     name: str, *, ino: int, mode: int, nlink: int, mtime: int, size: int, rdev: tuple[int, int] = (0, 0)
 ) -> bytes:
     """One newc header with its NUL-terminated name, padded to a multiple of 4 bytes."""
-    encoded = name.encode() + b"\0"
+    encoded = os.fsencode(name) + b"\0"
     fields = (ino, mode, 0, 0, nlink, mtime, size, 0, 0, rdev[0], rdev[1], len(encoded), 0)
     raw = MAGIC + b"".join(b"%08X" % v for v in fields) + encoded
     return raw + _pad(len(raw))
@@ -70,7 +70,7 @@ def complete_entries(entries: Iterable[Entry]) -> list[Entry]:
         while parent and parent not in by_path:
             by_path[parent] = Entry(path="/" + parent, mode=DIR_MODE, origin="generated")
             parent = os.path.dirname(parent)
-    return [by_path[name] for name in sorted(by_path, key=lambda n: n.encode())]
+    return [by_path[name] for name in sorted(by_path, key=lambda n: os.fsencode(n))]
 
 
 def _inodes(entries: Sequence[Entry]) -> tuple[list[int], dict[str, int], dict[str, int]]:
@@ -183,7 +183,7 @@ def write_cpio(out: BinaryIO, entries: Iterable[Entry], *, mtime: int = 0) -> Cp
         elif fmt == stat.S_IFLNK:
             if not e.linkto:
                 raise InitrdError(f"symlink {e.path} in the plan has no target")
-            w.add(name, ino=ino, mode=e.mode, data=e.linkto.encode())
+            w.add(name, ino=ino, mode=e.mode, data=os.fsencode(e.linkto))
         elif fmt == stat.S_IFDIR:
             w.add(name, ino=ino, mode=e.mode, nlink=2)
         elif fmt in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
