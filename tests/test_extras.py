@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,17 @@ def test_systemd_as_pid1_has_init_release_sysroot_console_and_usrmerge(tmp_path:
     assert "/usr/lib/clock-epoch" not in got  # its mtime would be 0: 1970 is no floor for the clock
     with_sde = _by_path(generated_entries(Config(root=root, source_date_epoch=1700000000), _plan(root, [])))
     assert "/usr/lib/clock-epoch" in with_sde
+
+
+def test_settings_newer_than_the_planned_systemd_are_left_out(tmp_path: Path) -> None:
+    root = _root(tmp_path)
+    dropin = "/usr/lib/systemd/system/systemd-cryptsetup@.service.d/import-credential.conf"
+    plan = _plan(root, [])  # systemd 252: no ImportCredential=
+    assert dropin not in _by_path(generated_entries(Config(root=root), plan))
+    newer = replace(plan, packages=(PackageChoice("systemd-256.11-1.fc41.x86_64", "systemd", ("list",)),))
+    assert b"ImportCredential=cryptsetup.*" in (
+        _by_path(generated_entries(Config(root=root), newer))[dropin].data or b""
+    )
 
 
 def test_initrd_release_is_parseable_by_the_shell_and_names_us() -> None:

@@ -7,7 +7,8 @@
   before devtmpfs is mounted)
 - usr-merge symlinks (/bin → usr/bin ...) exactly as the root has them
 - /etc/passwd, /etc/group: the users and groups the included packages declare in sysusers.d
-- the extra tree in resources/extra (presets, dm udev rule, cryptsetup credential drop-in)
+- the extra tree in resources/extra (presets, dm udev rule, cryptsetup credential drop-ins;
+  resources/extra-systemd-N only for systemd >= N, so older ones log no unknown settings)
 - /usr/lib/clock-epoch (when SOURCE_DATE_EPOCH gives it a meaningful mtime)
 - a manifest of what went in (/usr/lib/mkosi-initrd/manifest.json)
 
@@ -260,6 +261,27 @@ def extra_tree(base: Path | None = None) -> list[Entry]:
     return sorted(out, key=lambda e: e.path)
 
 
+def systemd_version(plan: Plan) -> int | None:
+    """The major version of the planned systemd package ("252.39-1~deb12u2" → 252)."""
+    for p in plan.packages:
+        if p.name == "systemd":
+            evr = p.nevra[len(p.name) + 1 :].split(":", 1)[-1]
+            digits = re.match(r"\d+", evr)
+            return int(digits.group()) if digits else None
+    return None
+
+
+def extra_trees(version: int | None) -> list[Entry]:
+    """resources/extra, plus each resources/extra-systemd-N whose settings the planned systemd
+    knows (N <= its version; all of them when the version is unknown)."""
+    out = extra_tree()
+    for d in sorted(resource_dir().glob("extra-systemd-*")):
+        since = d.name.rsplit("-", 1)[1]
+        if since.isdigit() and (version is None or version >= int(since)):
+            out += extra_tree(d)
+    return sorted(out, key=lambda e: e.path)
+
+
 def usrmerge_links(root: Path) -> list[Entry]:
     """/bin → usr/bin and friends, for exactly the links the root has."""
     out = []
@@ -329,7 +351,7 @@ def generated_entries(config: Config, plan: Plan) -> tuple[Entry, ...]:
     add_rule_groups(acc, _udev_rule_groups(plan.entries), config.root)
     passwd, group = passwd_group(acc, planned.get("/etc/passwd"), planned.get("/etc/group"))
     out += [_file("/etc/passwd", passwd), _file("/etc/group", group)]
-    out += extra_tree()
+    out += extra_trees(systemd_version(plan))
     if config.source_date_epoch > 0:
         # systemd takes this file's mtime as the earliest plausible time, and resets a clock that is
         # more than 15 years past it. Every entry gets SOURCE_DATE_EPOCH as its mtime; without one
