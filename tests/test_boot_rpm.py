@@ -112,3 +112,71 @@ def test_initrd_from_the_rpm_sysroot_boots_to_the_root_through_systemd(
     log = result.log_path.read_text(errors="replace")
     assert "Running in initrd." in log  # systemd saw /etc/initrd-release
     assert "initrd-switch-root.target" in log
+
+
+def _plan(*args: str) -> Any:
+    from mkosi_initrd.cli import make_config, parse_args
+    from mkosi_initrd.planner import make_plan
+
+    return make_plan(make_config(parse_args(["plan", "-k", KVER, "--generic", *args])))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["lvm", "raid", "network", "nfs", "pkcs11", "plymouth"])
+def test_rpm_and_dpkg_plans_agree_for_each_profile(rpm_sysroot: Path, profile: str) -> None:
+    """Both backends pick the same packages and files, or fail alike where the host lacks a package."""
+    from mkosi_initrd.errors import InitrdError
+
+    plans, errors = {}, {}
+    for backend, root in (("dpkg", Path("/")), ("rpm", rpm_sysroot)):
+        try:
+            plans[backend] = _plan("--root", str(root), "--backend", backend, "--profile", profile)
+        except InitrdError as e:
+            errors[backend] = str(e).replace(str(root), "ROOT")
+    if errors:
+        assert set(errors) == {"dpkg", "rpm"} and errors["dpkg"] == errors["rpm"]
+        pytest.skip(f"profile {profile} needs packages this host lacks: {errors['dpkg']}")
+
+    def names(plan: Any) -> set[str]:
+        return {p.name for p in plan.packages}
+
+    def files(plan: Any) -> dict[str, tuple[int, int | str]]:
+        # A symlink is its target (Entry.size of a link is not set alike by every step).
+        return {
+            e.path: (e.mode, e.linkto if stat.S_ISLNK(e.mode) else e.size)
+            for e in plan.entries
+            if not stat.S_ISDIR(e.mode)
+        }
+
+    rpm_only = names(plans["rpm"]) - names(plans["dpkg"])
+    assert names(plans["dpkg"]) <= names(plans["rpm"])
+    assert rpm_only == _soname_only_providers(rpm_sysroot, names(plans["rpm"]) - rpm_only, rpm_only)
+    rpm_files, dpkg_files = files(plans["rpm"]), files(plans["dpkg"])
+    only_rpm = {e.path for e in plans["rpm"].entries if e.origin.rsplit("-", 2)[0] in rpm_only}
+    differ = {p for p in rpm_files.keys() | dpkg_files.keys() if rpm_files.get(p) != dpkg_files.get(p)}
+    assert differ - only_rpm == {"/usr/lib/mkosi-initrd/manifest.json"}
+
+
+def _soname_only_providers(root: Path, planned: set[str], candidates: set[str]) -> set[str]:
+    """Those of `candidates` that provide a shared library a `planned` package requires: rpm derives
+    such requirements from ELF files, where Debian may only recommend the library's package."""
+    import rpm
+
+    rpm.addMacro("_dbpath", "/usr/lib/sysimage/rpm")
+    try:
+        ts = rpm.TransactionSet(str(root))
+        ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
+        required = {
+            d.N()
+            for h in ts.dbMatch()
+            if h["name"] in planned
+            for d in rpm.ds(h, "requires")
+            if ".so" in d.N()
+        }
+        return {
+            h["name"]
+            for h in ts.dbMatch()
+            if h["name"] in candidates and any(d.N() in required for d in rpm.ds(h, "provides"))
+        }
+    finally:
+        rpm.delMacro("_dbpath")
