@@ -22,7 +22,10 @@ from boot.qemu import boot
 from fixtures import debrpm, rpmsysroot
 
 SRC = str(Path(__file__).parents[1] / "src")
-KVER = rpmsysroot.kernel_version()
+try:
+    KVER = rpmsysroot.kernel_version()
+except RuntimeError:  # no kernel package: the tests skip
+    KVER = "none"
 KERNEL = Path(f"/boot/vmlinuz-{KVER}")
 
 pytestmark = pytest.mark.skipif(not KERNEL.exists(), reason=f"needs the Debian kernel {KVER} installed")
