@@ -227,6 +227,18 @@ def test_every_file_rpm_lists_exists_with_its_type(rpm_sysroot: Path) -> None:
 
 
 @pytest.mark.slow
+def test_rpm_verify_finds_every_file_as_the_rpmdb_describes_it(rpm_sysroot: Path) -> None:
+    """Digest, size, mode, owner, link target and mtime of every installed file (also proves that no
+    test has changed the shared sysroot)."""
+    r = subprocess.run(
+        ["rpm", "-Va", "--root", str(rpm_sysroot), "--dbpath", DBPATH, "--nodeps"],
+        capture_output=True,
+        text=True,
+    )
+    assert (r.returncode, r.stdout) == (0, ""), r.stdout[-3000:] + r.stderr[-1000:]
+
+
+@pytest.mark.slow
 def test_sysroot_is_usrmerged_and_packages_list_only_usr_paths(rpm_sysroot: Path) -> None:
     for link in ("bin", "sbin", "lib", "lib64"):
         assert os.readlink(rpm_sysroot / link) == f"usr/{link}"
