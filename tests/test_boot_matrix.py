@@ -55,3 +55,16 @@ def test_our_initrd_boots_the_root(name: str, tmp_path: Path) -> None:
     facts = outcome.boot.facts
     assert facts["fs"] == case.expect_fs
     assert (facts["src"], facts["label"]) == EXPECTED[name]
+
+
+@pytest.mark.skipif(not FULL, reason="set MKOSI_INITRD_BOOT_MATRIX=1")
+def test_our_initrd_resumes_from_hibernation_configured_on_the_host(tmp_path: Path) -> None:
+    # The resume device is only in the host's /etc/kernel/cmdline, not on the booted command line:
+    # the initrd resumes because hostconfig carried it as a systemd-hibernate-resume@ unit.
+    outcome = matrix.run_hibernate("ours", tmp_path)
+    assert outcome.hibernate.passed, outcome.hibernate.explain()
+    assert outcome.resume is not None, outcome.hibernate.explain()
+    assert outcome.resume.passed, outcome.resume.explain()
+    log = outcome.resume.log_path.read_text(errors="replace")
+    assert "resume=" not in log.split("Command line:", 1)[1].splitlines()[0]
+    assert "PM: hibernation: resume from hibernation" in log

@@ -48,7 +48,7 @@ def marker_init() -> Path:
     return cached("marker-init", [FORMAT_VERSION, source, _tool_version("gcc")], build) / "init"
 
 
-def fill_marker_tree(dest: Path, label: str) -> None:
+def fill_marker_tree(dest: Path, label: str, mode: str = "") -> None:
     """A minimal OS tree an initrd will switch into: os-release (systemd checks it), init, mount points."""
     for d in ("sbin", "etc", "usr/lib", "dev", "proc", "sys", "run", "tmp", "sysroot", "var"):
         (dest / d).mkdir(parents=True, exist_ok=True)
@@ -60,11 +60,13 @@ def fill_marker_tree(dest: Path, label: str) -> None:
     (dest / "usr/lib/os-release").write_text(os_release)
     (dest / "etc/os-release").symlink_to("../usr/lib/os-release")
     (dest / "etc/marker-label").write_text(label + "\n")
+    if mode:  # marker_init.c: "hibernate" → hibernate to /dev/vdb, report the resume
+        (dest / "etc/marker-mode").write_text(mode + "\n")
     (dest / "etc/fstab").write_text("")
     (dest / "etc/machine-id").write_text("")
 
 
-def marker_root(fs: str = "ext4", label: str | None = None) -> Path:
+def marker_root(fs: str = "ext4", label: str | None = None, mode: str = "") -> Path:
     """A root file system image (whole disk, no partition table) holding the marker tree."""
     label = label or fs
     builders = {"ext4": _build_ext4, "xfs": _build_xfs}
@@ -74,17 +76,25 @@ def marker_root(fs: str = "ext4", label: str | None = None) -> Path:
         FORMAT_VERSION,
         fs,
         label,
+        mode,
         MARKER_INIT_SOURCE.read_bytes(),
         _tool_version(f"mkfs.{fs}"),
     ]
 
     def build(d: Path) -> None:
         tree = d / "tree"
-        fill_marker_tree(tree, label)
+        fill_marker_tree(tree, label, mode)
         builders[fs](tree, d / IMAGE_NAME)
         shutil.rmtree(tree)
 
-    return cached(f"root-{fs}", key, build) / IMAGE_NAME
+    return cached(f"root-{fs}{'-' + mode if mode else ''}", key, build) / IMAGE_NAME
+
+
+def swap_disk(out: Path, size_mb: int = 512) -> Path:
+    """A blank swap image (mkswap on the file), writable: the hibernation image goes here."""
+    _run("truncate", "-s", f"{size_mb}M", out)
+    _run("mkswap", "-q", out)
+    return out
 
 
 def _build_ext4(tree: Path, image: Path) -> None:

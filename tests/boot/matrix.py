@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boot import disks, stacked
-from boot.qemu import BootResult, boot
+from boot.qemu import FAIL_PATTERNS, BootResult, boot
 
 KVER = stacked.KVER
 KERNEL = stacked.KERNEL
@@ -201,6 +202,63 @@ def run_case(case: Case, initrd_kind: str, tmp: Path) -> Outcome:
     return Outcome(case.name, initrd_kind, initrd.stat().st_size, build_seconds, result, tuple(notes))
 
 
+HIBERNATE_CASE = "hibernate-resume"
+HIBERNATING = "reboot: Power down"  # the kernel, once the image is on the swap disk
+RESUMED = "MKOSI-INITRD-RESUMED"
+HIBERNATE_FAILED = "MKOSI-INITRD-HIBERNATE-FAILED"
+
+
+@dataclass(frozen=True)
+class HibernateOutcome:
+    initrd_kind: str
+    initrd_size: int
+    hibernate: BootResult
+    resume: BootResult | None
+
+    @property
+    def passed(self) -> bool:
+        return self.hibernate.passed and self.resume is not None and self.resume.passed
+
+    def as_outcome(self) -> Outcome:
+        """For the table: the resume boot (QEMU start → the resumed root says so), or what failed."""
+        shown = self.resume if self.resume is not None else self.hibernate
+        if self.resume is None and self.hibernate.passed:
+            shown = BootResult(False, self.hibernate.log_path, self.hibernate.seconds, "hibernation failed")
+        return Outcome(HIBERNATE_CASE, self.initrd_kind, self.initrd_size, 0.0, shown)
+
+
+def run_hibernate(initrd_kind: str, tmp: Path) -> HibernateOutcome:
+    """Boot 1: the root hibernates to /dev/vdb. Boot 2: the initrd must resume that image.
+
+    Ours gets the resume device only from the host's /etc/kernel/cmdline (hostconfig turns it into a
+    systemd-hibernate-resume@ unit), never on the booted command line; dracut gets resume=/dev/vdb."""
+    # Writable disks (the swap must keep the image), so the root is a private copy of the cached one.
+    root = tmp / "root.img"
+    shutil.copyfile(disks.marker_root("ext4", label="hibernate", mode="hibernate"), root)
+    swap = disks.swap_disk(tmp / "swap.img")
+    cmdline = ROOT
+    if initrd_kind == "ours":
+        initrd = tmp / "initrd"
+        overlay = {"/etc/kernel/cmdline": (f"{ROOT} resume=/dev/vdb\n".encode(), 0o644)}
+        built = cli("-k", KVER, "-o", str(initrd), "--root", "/", etc_overlay=overlay)
+        if built.returncode != 0:
+            raise RuntimeError(f"mkosi-initrd failed:\n{built.stderr}")
+    else:
+        initrd, cmdline = DRACUT_INITRD, f"{ROOT} resume=/dev/vdb"
+    fails = (*FAIL_PATTERNS, HIBERNATE_FAILED)
+
+    def run(marker: str, name: str) -> BootResult:
+        return boot(
+            KERNEL, initrd, [root, swap], cmdline, marker, 300, name=name, writable=True, fail_patterns=fails
+        )
+
+    first = run(HIBERNATING, f"{initrd_kind}-hibernate")
+    second = None
+    if first.passed and HIBERNATE_FAILED not in first.log_path.read_text(errors="replace"):
+        second = run(RESUMED, f"{initrd_kind}-resume")
+    return HibernateOutcome(initrd_kind, initrd.stat().st_size, first, second)
+
+
 def save_manifest(initrd: Path, dest: Path) -> None:
     shown = cli("inspect", "--json", "--files", str(initrd))
     dest.write_text(shown.stdout if shown.returncode == 0 else shown.stderr)
@@ -229,7 +287,8 @@ def report(outcomes: Sequence[Outcome], kernel_version: str) -> str:
             if o is None:
                 cells += ["–"] * 4
                 continue
-            up = o.boot.guest_uptime
+            # After a resume the guest clock is the hibernated kernel's: only the wall time means something.
+            up = None if o.case == HIBERNATE_CASE else o.boot.guest_uptime
             cells += [
                 "PASS" if o.passed else f"FAIL ({o.boot.reason[:60]})",
                 f"{o.initrd_size / 2**20:.1f} MiB",
@@ -242,17 +301,17 @@ def report(outcomes: Sequence[Outcome], kernel_version: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    p.add_argument("--cases", default=",".join([*CASES, HIBERNATE_CASE]), help="comma-separated case names")
     p.add_argument("--no-dracut", action="store_true", help="boot only our initrd")
     p.add_argument("--report", type=Path, help="write the results table (markdown) here")
     p.add_argument("--extra", type=Path, help="append this markdown file (notes) to the report")
     args = p.parse_args(argv)
     outcomes = []
     for name in args.cases.split(","):
-        case = CASES[name]
         for kind in ("ours",) if args.no_dracut else ("ours", "dracut"):
             with tempfile.TemporaryDirectory(prefix="mkosi-initrd-matrix-") as tmp:
-                o = run_case(case, kind, Path(tmp))
+                o = run_hibernate(kind, Path(tmp)).as_outcome() if name == HIBERNATE_CASE else None
+                o = o or run_case(CASES[name], kind, Path(tmp))
             outcomes.append(o)
             up = o.boot.guest_uptime
             print(
