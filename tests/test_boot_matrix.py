@@ -36,6 +36,7 @@ EXPECTED = {
     "luks-cmdline": (f"/dev/mapper/luks-{stacked.LUKS_UUID}", "luks"),
     "lvm-on-luks": (f"/dev/mapper/{stacked.VG}-root", "lvm-on-luks"),
     "raid1": ("/dev/md0", "raid1"),
+    "nfs": ("10.0.2.2:/root", "nfs"),
 }
 
 

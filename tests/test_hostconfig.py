@@ -299,3 +299,36 @@ def test_keymap_pulls_in_loadkeys_only_for_host_only_builds(tmp_path: Path) -> N
     assert hostconfig.with_host_packages(Config(root=tmp_path, generic=True)).packages == ()
     write(tmp_path, "/etc/vconsole.conf", "FONT=eurlatgr\n")
     assert hostconfig.with_host_packages(Config(root=tmp_path)).packages == ()
+
+
+def test_network_profile_enables_networkd_even_for_generic_builds(tmp_path: Path) -> None:
+    procfs = tmp_path / "proc"
+    procfs.mkdir()
+    for generic in (False, True):
+        config = Config(root=tmp_path, procfs=procfs, generic=generic, profiles=("network",))
+        entries = by_path(hostconfig.host_config(config))
+        link = entries["/etc/systemd/system/initrd.target.wants/systemd-networkd.service"]
+        assert link.linkto == "/usr/lib/systemd/system/systemd-networkd.service"  # type: ignore[attr-defined]
+        assert (
+            "/etc/systemd/system/network-online.target.wants/systemd-networkd-wait-online.service" in entries
+        )
+        default = entries["/usr/lib/systemd/network/89-mkosi-initrd-ethernet.network"]
+        assert b"DHCP=yes" in default.data  # type: ignore[attr-defined]
+    assert hostconfig.host_config(Config(root=tmp_path, procfs=procfs, generic=True)).entries == ()
+
+
+def test_hosts_own_network_files_sort_before_the_default(tmp_path: Path) -> None:
+    # networkd takes the first file (by name) that matches a link: the host's 20-*.network wins.
+    write(
+        tmp_path,
+        "/etc/systemd/network/20-wired.network",
+        "[Match]\nName=en*\n[Network]\nAddress=10.1.1.2/24\n",
+    )
+    procfs = tmp_path / "proc"
+    procfs.mkdir()
+    names = sorted(
+        Path(p).name
+        for p in by_path(hostconfig.host_config(Config(root=tmp_path, procfs=procfs, profiles=("network",))))
+        if p.endswith(".network")
+    )
+    assert names == ["20-wired.network", "89-mkosi-initrd-ethernet.network"]

@@ -13,6 +13,9 @@
   something that changes which devices are activated; network → /etc/systemd/network, networkd.conf(.d),
   resolved.conf(.d); nfs → idmapd.conf(.d).
 
+Profile wiring, for generic builds too: network → systemd-networkd (+ wait-online for
+network-online.target) enabled in the initrd, and DHCP on wired links as the fallback .network.
+
 Everything is read inside Config.root (rootfs.resolve_in_root); the kernel command line from
 Config.procfs. Only used when the build is not generic.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 
 from mkosi_initrd.config import Config
 from mkosi_initrd.plan import Entry
+from mkosi_initrd.resources import resource_dir
 from mkosi_initrd.rootfs import resolve_in_root
 
 ORIGIN = "host-config"
@@ -63,6 +67,15 @@ PROFILE_FILES = {
     "nfs": ("/etc/idmapd.conf", "/etc/idmapd.conf.d"),
 }
 RESUME_UNIT = "systemd-hibernate-resume@.service"
+UNIT_DIR = "/usr/lib/systemd/system"
+# --profile network: the initrd's presets enable nothing, so networkd is wired here; the root mount of
+# a network file system waits for network-online.target, which networkd-wait-online provides.
+NETWORK_WANTS = (
+    ("initrd.target", "systemd-networkd.service"),
+    ("sockets.target", "systemd-networkd.socket"),
+    ("network-online.target", "systemd-networkd-wait-online.service"),
+)
+NETWORK_DEFAULT = "network/89-mkosi-initrd-ethernet.network"
 
 
 @dataclass(frozen=True)
@@ -93,11 +106,12 @@ class CrypttabLine:
 
 
 def host_config(config: Config, profiles: tuple[str, ...] | None = None) -> HostConfig:
-    """Everything from the host the initrd needs (empty for a generic build)."""
-    if config.generic:
-        return HostConfig()
+    """Everything from the host the initrd needs, and the profiles' wiring (the only part for generic)."""
     profiles = config.profiles if profiles is None else profiles
-    entries: list[Entry] = []
+    wiring = network_wiring() if "network" in profiles else HostConfig()
+    if config.generic:
+        return wiring
+    entries: list[Entry] = list(wiring.entries)
     warnings: list[str] = []
     for part in (
         crypttab(config.root),
@@ -304,6 +318,21 @@ def lvm_conf(root: Path) -> HostConfig:
 def _sets_any(text: str, keys: tuple[str, ...]) -> bool:
     pattern = re.compile(r"^\s*(" + "|".join(map(re.escape, keys)) + r")\s*=", re.M)
     return any(pattern.match(line) for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+# --- profiles
+
+
+def network_wiring() -> HostConfig:
+    """networkd enabled in the initrd, with DHCP on wired interfaces as the fallback configuration."""
+    entries = []
+    for target, unit in NETWORK_WANTS:
+        link = f"/etc/systemd/system/{target}.wants/{unit}"
+        dest = f"{UNIT_DIR}/{unit}"
+        entries.append(Entry(link, stat.S_IFLNK | 0o777, linkto=dest, size=len(dest), origin=ORIGIN))
+    default = resource_dir() / NETWORK_DEFAULT
+    entries.append(_data(f"/usr/lib/systemd/network/{default.name}", default.read_bytes()))
+    return HostConfig(tuple(entries))
 
 
 # --- helpers

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boot import disks, stacked
+from boot.nfs import EXPORT_PSEUDO, GUEST_SERVER, NIC, nfs_server
 from boot.qemu import FAIL_PATTERNS, BootResult, boot
+from fixtures.cache import cached
 
 KVER = stacked.KVER
 KERNEL = stacked.KERNEL
@@ -45,6 +47,7 @@ class Case:
     core: bool = False  # runs in CI; the rest under `make boot-matrix`
     expect_fs: str = "ext4"
     timeout: int = 240
+    nfs: bool = False  # root on NFS: no disks, a server in a private namespace (nfs.py)
 
     def disk_images(self) -> list[Path]:
         return list(self.disks())
@@ -81,6 +84,15 @@ CASES = {
             ("lvm",),
             key_from="crypttab",
             dracut_cmdline=f"{ROOT} rd.lvm.vg={stacked.VG}",
+        ),
+        Case(
+            "nfs",
+            lambda: [],
+            f"root={GUEST_SERVER}:{EXPORT_PSEUDO} rootfstype=nfs4 ro",
+            ("nfs", "network"),
+            dracut_cmdline=f"root=nfs4:{GUEST_SERVER}:{EXPORT_PSEUDO} ip=dhcp ro",
+            expect_fs="nfs4",
+            nfs=True,
         ),
         Case(
             "raid1",
@@ -170,11 +182,25 @@ def build_ours(case: Case, out: Path) -> tuple[Path, float, str]:
 
 
 def dracut_initrd(case: Case, tmp: Path) -> Path:
+    if case.nfs:
+        return dracut_nfs_initrd()
     if case.key_from:
         # dracut's own initrd has no key: give it the one systemd-cryptsetup finds by volume name.
         key = {f"/etc/cryptsetup-keys.d/luks-{stacked.LUKS_UUID}.key": stacked.LUKS_KEY}
         return disks.initrd_with(DRACUT_INITRD, key, tmp / "dracut+key")
     return DRACUT_INITRD
+
+
+def dracut_nfs_initrd() -> Path:
+    """The distribution's dracut initrd has no network: build one with its nfs module (cached)."""
+    query = ["dpkg-query", "-W", "dracut", "nfs-common"]
+    version = subprocess.run(query, capture_output=True, text=True).stdout
+
+    def build(d: Path) -> None:
+        cmd = ["dracut", "-q", "--no-hostonly", "--add", "nfs network", "--kver", KVER, str(d / "initrd")]
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    return cached("dracut-nfs", [KVER, version, KERNEL.read_bytes()[:4096]], build) / "initrd"
 
 
 def dracut_cmdline(case: Case) -> str:
@@ -193,7 +219,14 @@ def run_case(case: Case, initrd_kind: str, tmp: Path) -> Outcome:
     else:
         initrd, build_seconds, cmdline = dracut_initrd(case, tmp), 0.0, dracut_cmdline(case)
     name = f"{initrd_kind}-{case.name}"
-    result = boot(KERNEL, initrd, images, cmdline, timeout=case.timeout, name=name)
+    if case.nfs:
+        tree = tmp / "tree"
+        disks.fill_marker_tree(tree, case.name)
+        with nfs_server(tree, tmp / "nfs") as server:
+            net = {"extra_args": NIC, "prefix": server.enter}
+            result = boot(KERNEL, initrd, [], cmdline, timeout=case.timeout, name=name, **net)
+    else:
+        result = boot(KERNEL, initrd, images, cmdline, timeout=case.timeout, name=name)
     if result.passed and result.facts.get("fs") != case.expect_fs:
         notes.append(f"root is {result.facts.get('fs')}, expected {case.expect_fs}")
         result = BootResult(False, result.log_path, result.seconds, f"wrong root: {result.marker_line}")

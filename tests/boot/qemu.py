@@ -90,8 +90,9 @@ def qemu_command(
     memory: int = 1024,
     writable: bool = False,
     extra_args: Sequence[str] = (),
+    prefix: Sequence[str] = (),
 ) -> list[str]:
-    cmd = [QEMU, "-accel", "tcg", "-cpu", "qemu64", "-m", str(memory), "-smp", "1"]
+    cmd = [*prefix, QEMU, "-accel", "tcg", "-cpu", "qemu64", "-m", str(memory), "-smp", "1"]
     cmd += ["-nographic", "-nodefaults", "-no-reboot", "-monitor", "none", "-serial", f"file:{log_path}"]
     cmd += ["-device", "virtio-rng-pci"]  # entropy for cryptsetup/systemd without waiting
     if ovmf_esp is not None:
@@ -123,12 +124,14 @@ def boot(
     memory: int = 1024,
     writable: bool = False,
     extra_args: Sequence[str] = (),
+    prefix: Sequence[str] = (),
     fail_patterns: Sequence[str] = FAIL_PATTERNS,
 ) -> BootResult:
     """Run one guest until `marker` appears on its serial console, a failure pattern, exit or timeout.
 
     Direct kernel boot when `kernel` is given; with `ovmf_esp` the firmware boots the ESP image
-    (EFI/BOOT/BOOTX64.EFI) attached as the first disk, before `disks`.
+    (EFI/BOOT/BOOTX64.EFI) attached as the first disk, before `disks`. `prefix` runs QEMU through
+    another command (nsenter into a test network namespace, say).
     """
     log_path = log_path or _artifact_log(name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +152,7 @@ def boot(
             memory=memory,
             writable=writable,
             extra_args=extra_args,
+            prefix=prefix,
         )
         return _watch(cmd, log_path, marker, timeout, fail_patterns)
 
