@@ -10,13 +10,14 @@ DEBIAN_PKGS=(
     cryptsetup-bin lvm2 mdadm busybox-static libarchive13 libc6-dev gcc less gzip procps util-linux fdisk
     python3 python3-venv python3-zstandard python3-pyelftools python3-pefile python3-libarchive-c
     linux-image-amd64 dracut firmware-linux-free
+    nfs-common nfs-ganesha nfs-ganesha-vfs iproute2   # NFS-root boot test: server in a namespace
     python3-pip python3-setuptools groff-base git  # packaging: rpmbuild's fallback install, man page check
 )
 FEDORA_PKGS=(
     rpm-build python3-rpm python3-devel cpio zstd xz binutils kmod systemd-udev qemu-system-x86 edk2-ovmf
     systemd-boot-unsigned sbsigntools mtools dosfstools e2fsprogs xfsprogs btrfs-progs cryptsetup lvm2 mdadm
     busybox glibc-static gcc python3-zstandard python3-pyelftools python3-pefile python3-libarchive-c
-    kernel-core dracut
+    kernel-core dracut nfs-utils nfs-ganesha nfs-ganesha-vfs iproute
     pyproject-rpm-macros rpmlint groff-base git  # packaging
 )
 
