@@ -184,8 +184,9 @@ def build_ours(case: Case, out: Path) -> tuple[Path, float, str]:
 
 def dracut_initrd(case: Case, tmp: Path) -> Path:
     if case.key_from:
-        # dracut's own initrd has no key: give it the one systemd-cryptsetup finds by volume name.
-        key = {f"/etc/cryptsetup-keys.d/luks-{stacked.LUKS_UUID}.key": stacked.LUKS_KEY}
+        # dracut's own initrd has no key: append it where systemd-cryptsetup finds it by volume name,
+        # and at rd.luks.key's path.
+        key = {f"/etc/cryptsetup-keys.d/luks-{stacked.LUKS_UUID}.key": stacked.LUKS_KEY, KEY_PATH: stacked.LUKS_KEY}
         return disks.initrd_with(DRACUT_INITRD, key, tmp / "dracut+key")
     return DRACUT_INITRD
 
