@@ -186,7 +186,8 @@ def dracut_initrd(case: Case, tmp: Path) -> Path:
     if case.key_from:
         # dracut's own initrd has no key: append it where systemd-cryptsetup finds it by volume name,
         # and at rd.luks.key's path.
-        key = {f"/etc/cryptsetup-keys.d/luks-{stacked.LUKS_UUID}.key": stacked.LUKS_KEY, KEY_PATH: stacked.LUKS_KEY}
+        by_name = f"/etc/cryptsetup-keys.d/luks-{stacked.LUKS_UUID}.key"
+        key = {by_name: stacked.LUKS_KEY, KEY_PATH: stacked.LUKS_KEY}
         return disks.initrd_with(DRACUT_INITRD, key, tmp / "dracut+key")
     return DRACUT_INITRD
 
