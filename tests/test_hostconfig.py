@@ -332,3 +332,46 @@ def test_hosts_own_network_files_sort_before_the_default(tmp_path: Path) -> None
         if p.endswith(".network")
     )
     assert names == ["20-wired.network", "89-mkosi-initrd-ethernet.network"]
+
+
+def run_nfsroot_generator(tmp_path: Path, cmdline: str) -> dict[str, str]:
+    """Run the generator the nfs profile installs, as systemd would in an initrd, on `cmdline`."""
+    procfs = tmp_path / "proc"
+    procfs.mkdir(exist_ok=True)
+    config = Config(root=tmp_path, procfs=procfs, generic=True, profiles=("nfs",))
+    (entry,) = hostconfig.host_config(config).entries
+    assert entry.path == "/usr/lib/systemd/system-generators/mkosi-initrd-nfsroot-generator"
+    assert stat.S_IMODE(entry.mode) == 0o755
+    script = write(tmp_path, "generator", entry.data or b"", 0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "SYSTEMD_IN_INITRD": "1", "SYSTEMD_PROC_CMDLINE": cmdline}
+    subprocess.run(["sh", str(script), str(out)], check=True, env=env)
+    units = {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()}
+    if units:
+        link = out / "initrd-root-fs.target.requires/sysroot.mount"
+        assert os.readlink(link) == "../sysroot.mount"
+    return units
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "what", "fstype", "options"),
+    [
+        ("root=10.0.2.2:/root rootfstype=nfs4 ro", "10.0.2.2:/root", "nfs4", "ro"),
+        ("root=nfs:server:/srv/os:vers=3,tcp rw", "server:/srv/os", "nfs", "rw,vers=3,tcp"),
+        ("root=nfs4:srv:/r rootflags=noatime", "srv:/r", "nfs4", "ro,noatime"),
+    ],
+)
+def test_nfsroot_generator_writes_sysroot_mount(
+    tmp_path: Path, cmdline: str, what: str, fstype: str, options: str
+) -> None:
+    unit = run_nfsroot_generator(tmp_path, cmdline)["sysroot.mount"]
+    assert f"What={what}\n" in unit and f"Type={fstype}\n" in unit and f"Options={options}\n" in unit
+    assert "After=network-online.target" in unit and "Where=/sysroot" in unit
+
+
+@pytest.mark.parametrize(
+    "cmdline", ["root=/dev/vda ro", "root=UUID=1234", "root=host:/x rootfstype=ext4", ""]
+)
+def test_nfsroot_generator_leaves_other_roots_alone(tmp_path: Path, cmdline: str) -> None:
+    assert run_nfsroot_generator(tmp_path, cmdline) == {}

@@ -14,10 +14,12 @@
   resolved.conf(.d); nfs → idmapd.conf(.d).
 
 Profile wiring, for generic builds too: network → systemd-networkd (+ wait-online for
-network-online.target) enabled in the initrd, and DHCP on wired links as the fallback .network.
+network-online.target) enabled in the initrd, and DHCP on wired links as the fallback .network; nfs →
+a generator for root=[nfs:]SERVER:/PATH (systemd 252's fstab generator skips a root= that is not a
+path; nfs-utils ships one only from 2.8.4 on).
 
 Everything is read inside Config.root (rootfs.resolve_in_root); the kernel command line from
-Config.procfs. Only used when the build is not generic.
+Config.procfs. Host files are carried only when the build is not generic.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ NETWORK_WANTS = (
     ("network-online.target", "systemd-networkd-wait-online.service"),
 )
 NETWORK_DEFAULT = "network/89-mkosi-initrd-ethernet.network"
+NFSROOT_GENERATOR = "nfs/mkosi-initrd-nfsroot-generator"
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,11 @@ class CrypttabLine:
 def host_config(config: Config, profiles: tuple[str, ...] | None = None) -> HostConfig:
     """Everything from the host the initrd needs, and the profiles' wiring (the only part for generic)."""
     profiles = config.profiles if profiles is None else profiles
-    wiring = network_wiring() if "network" in profiles else HostConfig()
+    wiring = [network_wiring() if "network" in profiles else HostConfig()]
+    wiring.append(nfs_wiring() if "nfs" in profiles else HostConfig())
+    entries: list[Entry] = [e for w in wiring for e in w.entries]
     if config.generic:
-        return wiring
-    entries: list[Entry] = list(wiring.entries)
+        return HostConfig(tuple(entries))
     warnings: list[str] = []
     for part in (
         crypttab(config.root),
@@ -333,6 +337,13 @@ def network_wiring() -> HostConfig:
     default = resource_dir() / NETWORK_DEFAULT
     entries.append(_data(f"/usr/lib/systemd/network/{default.name}", default.read_bytes()))
     return HostConfig(tuple(entries))
+
+
+def nfs_wiring() -> HostConfig:
+    """A generator that turns root=[nfs:|nfs4:]SERVER:/PATH into sysroot.mount (systemd 252 cannot)."""
+    generator = resource_dir() / NFSROOT_GENERATOR
+    path = f"/usr/lib/systemd/system-generators/{generator.name}"
+    return HostConfig((_data(path, generator.read_bytes(), mode=0o755),))
 
 
 # --- helpers
