@@ -23,7 +23,7 @@ from fixtures.uki_inputs import installed_kernel, make_keypair, sbverify
 from mkosi_initrd import cli, uki
 
 KERNEL, KVER = installed_kernel()
-CMDLINE = f"root=UUID={ROOT_UUID} ro console=ttyS0,115200 panic=1 oops=panic"
+CMDLINE = f"root=UUID={ROOT_UUID} ro console=ttyS0,115200 panic=1 oops=panic no_timer_check"
 
 pytestmark = [
     pytest.mark.boot,
