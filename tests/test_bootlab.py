@@ -45,7 +45,8 @@ def test_harness_fails_when_the_root_is_missing(tmp_path: Path) -> None:
 def test_ovmf_boots_systemd_boot_from_the_esp(tmp_path: Path) -> None:
     entry = tmp_path / "marker.conf"
     entry.write_text(
-        f"title marker\nlinux /vmlinuz\ninitrd /initrd\noptions root=UUID={ROOT_UUID} ro console=ttyS0 no_timer_check\n"
+        "title marker\nlinux /vmlinuz\ninitrd /initrd\n"
+        f"options root=UUID={ROOT_UUID} ro console=ttyS0 no_timer_check\n"
     )
     loader = tmp_path / "loader.conf"
     loader.write_text("timeout 0\ndefault marker.conf\n")
