@@ -71,3 +71,22 @@ def test_an_exception_while_compressing_propagates() -> None:
     with pytest.raises(RuntimeError), compressor(buf, "zstd") as z:
         z.write(b"abc")
         raise RuntimeError("boom")
+
+
+def test_zstd_bytes_do_not_depend_on_the_number_of_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import random
+
+    rng = random.Random(7)
+    words = [bytes(rng.randrange(97, 123) for _ in range(rng.randrange(2, 12))) for _ in range(5000)]
+    data = b" ".join(rng.choice(words) for _ in range(4_000_000))  # ~25 MB: several zstd jobs
+    outputs = set()
+    for cpus in ({0}, {0, 1}, set(range(8))):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cpus=cpus: cpus)
+        buf = io.BytesIO()
+        with compressor(buf, "zstd") as z:
+            for i in range(0, len(data), 1 << 20):
+                z.write(data[i : i + (1 << 20)])
+        outputs.add(buf.getvalue())
+    assert len(outputs) == 1
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(outputs.pop()) == data

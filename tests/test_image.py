@@ -78,7 +78,8 @@ _CHILD = textwrap.dedent(
                for i in range(2)]
     # Sorted after the blobs: the build blocks on the FIFO once the blobs are written.
     entries.append(Entry("/usr/zzz/fifo", stat.S_IFREG | 0o644, source=fifo))
-    write_initrd(entries, Path(sys.argv[1]))
+    # Uncompressed: multithreaded zstd holds back a job's worth of output, this must reach the disk.
+    write_initrd(entries, Path(sys.argv[1]), compression="none")
     """
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO, cast
@@ -51,7 +52,11 @@ def compressor(out: BinaryIO, kind: str = "zstd", level: int | None = None) -> I
         yield out
         return
     if kind == "zstd":
-        cctx = zstandard.ZstdCompressor(level=lvl, write_checksum=True)
+        # Always zstd's multithreaded mode, with as many workers as there are CPUs: its output
+        # does not depend on the number of workers (only on MT mode itself), so the bytes stay
+        # the same on every machine while the compression runs on all cores.
+        threads = max(1, len(os.sched_getaffinity(0)))
+        cctx = zstandard.ZstdCompressor(level=lvl, write_checksum=True, threads=threads)
         with cctx.stream_writer(out, closefd=False) as zw:
             yield cast(BinaryIO, zw)
         return
