@@ -46,6 +46,28 @@ def module_name(relpath: str) -> str:
     return normalize(strip_module_suffix(relpath.rsplit("/", 1)[-1]))
 
 
+def glob_match(name: str, pattern: str) -> bool:
+    """fnmatchcase(name, pattern), without compiling a regex for the common `*`-only patterns.
+
+    A host-only build matches its modaliases against ~700 distinct alias patterns; fnmatch
+    compiles each one (~0.3 s in all), this walks the literal pieces with str.find."""
+    if "?" in pattern or "[" in pattern:
+        return fnmatchcase(name, pattern)
+    pieces = pattern.split("*")
+    if len(pieces) == 1:
+        return name == pattern
+    first, last = pieces[0], pieces[-1]
+    if len(name) < len(first) + len(last) or not name.startswith(first) or not name.endswith(last):
+        return False
+    pos, end = len(first), len(name) - len(last)
+    for piece in pieces[1:-1]:
+        pos = name.find(piece, pos, end)
+        if pos < 0:
+            return False
+        pos += len(piece)
+    return True
+
+
 @dataclass
 class AliasTable:
     """alias pattern → module names; literal aliases in a dict, globs indexed by their literal prefix."""
@@ -73,7 +95,7 @@ class AliasTable:
             if n > len(name):
                 break
             for pattern, module in self.by_prefix.get(name[:n], ()):
-                if fnmatchcase(name, pattern):
+                if glob_match(name, pattern):
                     found.append((pattern, module))
         return found
 
