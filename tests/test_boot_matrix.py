@@ -1,8 +1,8 @@
 """Our initrd (built by our CLI, host-only) boots every kind of root to the marker.
 
-Core cases (plain, LVM, LUKS2 with the key from the host's crypttab, RAID1) run in CI; the rest when
-MKOSI_INITRD_BOOT_MATRIX=1 (`make boot-matrix`, which also boots dracut's initrd for comparison and
-records the results in docs/BOOT-MATRIX.md). A failure keeps the serial log and the initrd's
+Core cases (plain, LVM, LUKS2 with the key from the host's crypttab, RAID1) run in CI; the rest with
+MKOSI_INITRD_BOOT_MATRIX=1. `make boot-matrix` runs all cases through the same code (tests/boot/matrix.py)
+with dracut's initrd next to ours and records the table in docs/BOOT-MATRIX.md. A failure keeps the serial log and the initrd's
 manifest (`*.initrd.json`) under /var/tmp/mkosi-initrd-boot.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from boot import matrix, stacked
+from boot import matrix
 
 FULL = os.environ.get("MKOSI_INITRD_BOOT_MATRIX") == "1"
 
@@ -24,20 +24,6 @@ pytestmark = [
         reason=f"needs the Debian kernel {matrix.KVER} installed",
     ),
 ]
-
-# What the marker must say about /: the device the initrd assembled, and the label of the tree on it
-# (so the right disk of the right layout was mounted).
-EXPECTED = {
-    "plain": ("/dev/vda", "ext4"),
-    "xfs": ("/dev/vda", "xfs"),
-    "btrfs-subvol": ("/dev/vda", "btrfs"),
-    "lvm": (f"/dev/mapper/{stacked.VG}-root", "lvm"),
-    "luks-crypttab": ("/dev/mapper/root", "luks"),  # the name from crypttab: crypttab unlocked it
-    "luks-cmdline": (f"/dev/mapper/luks-{stacked.LUKS_UUID}", "luks"),
-    "lvm-on-luks": (f"/dev/mapper/{stacked.VG}-root", "lvm-on-luks"),
-    "raid1": ("/dev/md0", "raid1"),
-    "nfs": ("10.0.2.2:/root", "nfs"),
-}
 
 
 def _params() -> list[object]:
@@ -52,10 +38,9 @@ def _params() -> list[object]:
 def test_our_initrd_boots_the_root(name: str, tmp_path: Path) -> None:
     case = matrix.CASES[name]
     outcome = matrix.run_case(case, "ours", tmp_path)
+    # run_case also fails the boot when the marker names another file system type, disk or device.
     assert outcome.passed, outcome.boot.explain() + "\n" + "\n".join(outcome.notes)
-    facts = outcome.boot.facts
-    assert facts["fs"] == case.expect_fs
-    assert (facts["src"], facts["label"]) == EXPECTED[name]
+    assert outcome.boot.facts["src"] == case.expect_src or not case.expect_src
 
 
 @pytest.mark.skipif(not FULL, reason="set MKOSI_INITRD_BOOT_MATRIX=1")

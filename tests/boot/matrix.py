@@ -44,6 +44,10 @@ class Case:
     key_from: str = ""  # "crypttab" | "cmdline" | "" (no LUKS)
     dracut_cmdline: str = ""
     core: bool = False  # runs in CI; the rest under `make boot-matrix`
+    # What the marker must say about /: its type, the label of the marker tree (the right disk of the
+    # right layout) and, for our initrd, the device it assembled (luks-crypttab: the crypttab name).
+    expect_label: str = ""
+    expect_src: str = ""
     expect_fs: str = "ext4"
     timeout: int = 240
     # Root on NFS: no disks, a server in a private namespace (nfs.py). Not booted with dracut: Debian
@@ -63,12 +67,20 @@ ROOT = f"root=UUID={disks.ROOT_UUID} ro"
 LUKS_CMDLINE = f"rd.luks.uuid={stacked.LUKS_UUID} rd.luks.key={KEY_PATH}"
 CRYPTTAB = f"root UUID={stacked.LUKS_UUID} {KEY_PATH} luks,x-initrd.attach\n"
 
+VG_ROOT = f"/dev/mapper/{stacked.VG}-root"
+LUKS_BY_UUID = f"/dev/mapper/luks-{stacked.LUKS_UUID}"
 CASES = {
     c.name: c
     for c in (
-        Case("plain", lambda: [disks.marker_root("ext4")], ROOT, core=True),
-        Case("xfs", lambda: [disks.marker_root("xfs")], ROOT, expect_fs="xfs"),
-        Case("btrfs-subvol", _stacked("btrfs"), f"{ROOT} rootflags=subvol=root", expect_fs="btrfs"),
+        Case("plain", lambda: [disks.marker_root("ext4")], ROOT, core=True, expect_label="ext4"),
+        Case("xfs", lambda: [disks.marker_root("xfs")], ROOT, expect_fs="xfs", expect_label="xfs"),
+        Case(
+            "btrfs-subvol",
+            _stacked("btrfs"),
+            f"{ROOT} rootflags=subvol=root",
+            expect_fs="btrfs",
+            expect_label="btrfs",
+        ),
         Case(
             "lvm",
             _stacked("lvm"),
@@ -76,9 +88,26 @@ CASES = {
             ("lvm",),
             dracut_cmdline=f"{ROOT} rd.lvm.vg={stacked.VG}",
             core=True,
+            expect_label="lvm",
+            expect_src=VG_ROOT,
         ),
-        Case("luks-crypttab", _stacked("luks"), ROOT, key_from="crypttab", core=True),
-        Case("luks-cmdline", _stacked("luks"), f"{ROOT} {LUKS_CMDLINE}", key_from="cmdline"),
+        Case(
+            "luks-crypttab",
+            _stacked("luks"),
+            ROOT,
+            key_from="crypttab",
+            core=True,
+            expect_label="luks",
+            expect_src="/dev/mapper/root",
+        ),
+        Case(
+            "luks-cmdline",
+            _stacked("luks"),
+            f"{ROOT} {LUKS_CMDLINE}",
+            key_from="cmdline",
+            expect_label="luks",
+            expect_src=LUKS_BY_UUID,
+        ),
         Case(
             "lvm-on-luks",
             _stacked("lvm-on-luks"),
@@ -86,6 +115,8 @@ CASES = {
             ("lvm",),
             key_from="crypttab",
             dracut_cmdline=f"{ROOT} rd.lvm.vg={stacked.VG}",
+            expect_label="lvm-on-luks",
+            expect_src=VG_ROOT,
         ),
         Case(
             "nfs",
@@ -93,6 +124,8 @@ CASES = {
             f"root={GUEST_SERVER}:{EXPORT_PSEUDO} rootfstype=nfs4 ro",
             ("nfs", "network"),
             expect_fs="nfs4",
+            expect_label="nfs",
+            expect_src=f"{GUEST_SERVER}:{EXPORT_PSEUDO}",
             nfs=True,
         ),
         Case(
@@ -102,6 +135,8 @@ CASES = {
             ("raid",),
             dracut_cmdline=f"{ROOT} rd.md.uuid={stacked.MD_UUID}",
             core=True,
+            expect_label="raid1",
+            expect_src="/dev/md0",
         ),
     )
 }
@@ -216,9 +251,14 @@ def run_case(case: Case, initrd_kind: str, tmp: Path) -> Outcome:
             result = boot(KERNEL, initrd, [], cmdline, timeout=case.timeout, name=name, **net)
     else:
         result = boot(KERNEL, initrd, images, cmdline, timeout=case.timeout, name=name)
-    if result.passed and result.facts.get("fs") != case.expect_fs:
-        notes.append(f"root is {result.facts.get('fs')}, expected {case.expect_fs}")
-        result = BootResult(False, result.log_path, result.seconds, f"wrong root: {result.marker_line}")
+    if result.passed:
+        want = {"fs": case.expect_fs, "label": case.expect_label}
+        if initrd_kind == "ours" and case.expect_src:
+            want["src"] = case.expect_src
+        wrong = {k: result.facts.get(k) for k, v in want.items() if v and result.facts.get(k) != v}
+        if wrong:
+            notes.append(f"expected {want}, the root says {wrong}")
+            result = BootResult(False, result.log_path, result.seconds, f"wrong root: {result.marker_line}")
     if not result.passed and initrd_kind == "ours":
         save_manifest(initrd, result.log_path.with_suffix(".initrd.json"))
     return Outcome(case.name, initrd_kind, initrd.stat().st_size, build_seconds, result, tuple(notes))
