@@ -375,3 +375,38 @@ def test_nfsroot_generator_writes_sysroot_mount(
 )
 def test_nfsroot_generator_leaves_other_roots_alone(tmp_path: Path, cmdline: str) -> None:
     assert run_nfsroot_generator(tmp_path, cmdline) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/usr/lib/modules/6.1.0-56-amd64/modules.dep").exists(), reason="needs the kernel"
+)
+def test_host_only_plan_on_an_lvm_on_luks_host_turns_on_lvm_without_flags(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    sysfs, procfs = tmp_path / "sys", tmp_path / "proc"
+    part = sysfs_block(sysfs, "pci0000:00/0000:00:04.0/virtio1/block/vda/vda2", "254:2", partition="2")
+    luks = sysfs_block(
+        sysfs, "virtual/block/dm-0", "253:0", dm__uuid="CRYPT-LUKS2-0c1d-luks", dm__name="luks"
+    )
+    lv = sysfs_block(sysfs, "virtual/block/dm-1", "253:1", dm__uuid="LVM-abcdef", dm__name="vg-root")
+    slave(lv, luks)
+    slave(luks, part)
+    mountinfo(procfs, "25 1 253:1 / / rw,relatime - ext4 /dev/mapper/vg-root rw")
+    src = str(Path(__file__).parents[1] / "src")
+
+    def plan(*extra: str) -> dict[str, object]:
+        cmd = [sys.executable, "-m", "mkosi_initrd", "plan", "-k", "6.1.0-56-amd64", "--root", "/", "--json"]
+        cmd += ["--sysfs", str(sysfs), "--procfs", str(procfs), *extra]
+        out = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": src}, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+    host_only = plan()
+    assert host_only["profiles"] == ["lvm"]
+    assert "lvm2" in {p["name"] for p in host_only["packages"]}  # type: ignore[attr-defined]
+    assert {"dm_mod", "dm_crypt"} <= {m["name"] for m in host_only["modules"]}  # type: ignore[attr-defined]
+    generic = plan("--generic")
+    assert generic["profiles"] == []
+    assert "lvm2" not in {p["name"] for p in generic["packages"]}  # type: ignore[attr-defined]
