@@ -283,3 +283,25 @@ def test_parse_size() -> None:
     assert cache.parse_size("512M") == 512 << 20
     assert cache.parse_size("1000") == 1000
     assert cache.parse_size("2g") == 2 << 30
+
+
+def test_database_paths_are_the_backends_paths() -> None:
+    from mkosi_initrd import pkgdb
+
+    assert cache.RPMDB_PATHS == pkgdb.RPMDB_PATHS
+    assert cache.DPKG_STATUS == pkgdb.DPKG_STATUS
+
+
+def test_a_hit_imports_neither_rpm_nor_the_planner(root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    build(root, tmp_path / "a")
+    probe = (
+        "import sys\n"
+        "from mkosi_initrd.cli import main\n"
+        f"assert main({args(root, tmp_path / 'b')!r}) == 0\n"
+        "print(sorted(m for m in ('rpm', 'mkosi_initrd.planner', 'mkosi_initrd.pkgdb_rpm',"
+        " 'mkosi_initrd.image', 'zstandard') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    p = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert p.stdout.splitlines()[-1] == "[]"
+    assert (tmp_path / "b").read_bytes() == (tmp_path / "a").read_bytes()

@@ -7,15 +7,18 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mkosi_initrd.atomic import atomic_write
 from mkosi_initrd.config import Config
 from mkosi_initrd.errors import InitrdError
-from mkosi_initrd.image import write_initrd
 from mkosi_initrd.log import log
-from mkosi_initrd.microcode import microcode_cpio
-from mkosi_initrd.plan import Plan
+
+if TYPE_CHECKING:
+    from mkosi_initrd.plan import Plan
+
+# The image writer and microcode (zstandard, lzma, cpio) are imported where they are used: a
+# cached rebuild (cache.py) needs none of them, and its time budget is mostly imports.
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,9 @@ def write_outputs(
     config: Config, plan: Plan, options: BuildOptions, steps: _Steps | None = None
 ) -> tuple[int, Path | None]:
     """The initrd (or UKI) and microcode files for `plan`; returns (output size, microcode path)."""
+    from mkosi_initrd.image import write_initrd
+    from mkosi_initrd.microcode import microcode_cpio
+
     steps = steps or _Steps()
     mtime = config.source_date_epoch
     early = microcode_cpio(config, mtime=mtime)
@@ -98,6 +104,8 @@ def write_outputs(
 
 
 def _write_uki(config: Config, plan: Plan, options: BuildOptions, early: bytes | None, steps: _Steps) -> int:
+    from mkosi_initrd.image import write_initrd
+
     uki = _uki_module()
     uki_options = options.uki or uki.uki_options(config, kernel_image=options.kernel_image)
     out_dir = Path(options.output).absolute().parent

@@ -45,6 +45,9 @@ _CHUNK = 1 << 20
 _META = "meta.json"
 _MODE = 0o600
 _PACKAGE_DIR = Path(__file__).resolve().parent
+# pkgdb.py's paths (a test holds them equal): importing it would cost the hit path its types.
+RPMDB_PATHS = ("usr/lib/sysimage/rpm", "var/lib/rpm")
+DPKG_STATUS = "var/lib/dpkg/status"
 _DPKG_FILES = ("status", "diversions")
 _RPM_SKIP = ("-shm", ".lock")  # touched by readers, not by changes
 _UCODE_DIRS = ("amd-ucode", "intel-ucode")
@@ -134,8 +137,6 @@ def db_state(root: Path) -> list[Any]:
     """The package database: dpkg's status by content (it is small), rpm's files by signature.
 
     A package installed, removed or updated changes these; reading the database does not."""
-    from mkosi_initrd.pkgdb import DPKG_STATUS, RPMDB_PATHS
-
     out: list[Any] = []
     for p in RPMDB_PATHS:
         d = root / p
