@@ -30,6 +30,7 @@ DOC_DIRS = (
     "/usr/share/info",
     "/usr/share/gtk-doc",
     "/usr/share/licenses",
+    "/usr/share/common-licenses",  # Debian's (base-files)
     "/usr/share/lintian",
     "/usr/share/bug",
 )
