@@ -305,3 +305,34 @@ def test_a_hit_imports_neither_rpm_nor_the_planner(root: Path, cache_dir: Path, 
     p = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert p.stdout.splitlines()[-1] == "[]"
     assert (tmp_path / "b").read_bytes() == (tmp_path / "a").read_bytes()
+
+
+def test_a_uki_is_cached_and_its_inputs_invalidate(cache_dir: Path, tmp_path: Path) -> None:
+    """On this host's own packages and kernel (a UKI's kernel image must match the initrd's kernel)."""
+    from fixtures.uki_inputs import STUB, installed_kernel
+    from mkosi_initrd.build import options_from_args
+
+    kernel, kver = installed_kernel()
+    if not STUB.exists():
+        pytest.skip("needs systemd-boot-efi's stub")
+    stub = tmp_path / "stub.efi"
+    shutil.copyfile(STUB, stub)
+
+    def uki_args(out: Path, cmdline: str = "root=/dev/vda ro") -> list[str]:
+        return ["-k", kver, "--generic", "-o", str(out), "--format", "uki", "--kernel-image", str(kernel),
+                "--stub", str(stub), "--cmdline", cmdline]  # fmt: skip
+
+    def hit(out: Path, cmdline: str = "root=/dev/vda ro") -> bool:
+        ns = parse_args(uki_args(out, cmdline))
+        config = make_config(ns)
+        c = cache.BuildCache.open(config, options_from_args(config, ns))
+        assert c is not None
+        return c.lookup() is not None
+
+    assert main(uki_args(tmp_path / "a.efi")) == 0
+    fresh = (tmp_path / "a.efi").read_bytes()
+    assert fresh[:2] == b"MZ"
+    assert hit(tmp_path / "b.efi") and (tmp_path / "b.efi").read_bytes() == fresh
+    assert not hit(tmp_path / "c.efi", "root=/dev/vdb ro")  # another command line
+    stub.write_bytes(stub.read_bytes() + b"\0")  # the stub was updated
+    assert not hit(tmp_path / "c.efi")

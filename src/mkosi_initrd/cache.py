@@ -1,13 +1,14 @@
 """Cached rebuilds: when nothing that decides the output changed, copy the last result into place.
 
-An entry is found by a key over the cheap-to-read inputs, computed before any planning:
-our code and data files, the configuration values (files and command line), the output options,
-the package database's state, the kernel's module index, os-release, the microcode blobs and, in
-host-only mode, the host probes (loaded modules, device modaliases, the root's block stack, the
-CPU). The entry then names every file the plan copied or read (packages' files, modules,
-firmware, extra files) with its stat signature, plus the directories where wanted firmware was
-missing; any difference is a miss. So a package updated behind the database's back, an edited
-conffile, a new firmware file or a changed crypttab carried in all rebuild.
+An entry is found by a key over the cheap-to-read inputs, computed before any planning: our code
+and data files, the configuration values (files and command line), the output options (for a UKI:
+kernel image, stub, command line, keys ..., files by signature), the package database's state,
+the kernel's module index, os-release, the microcode blobs and, in host-only mode, the host probes
+(loaded modules, device modaliases, the root's block stack, the CPU). The entry then names every
+file the plan copied or read (packages' files, modules, firmware, extra files) with its stat
+signature, plus the directories where wanted firmware was missing; any difference is a miss. So a
+package updated behind the database's back, an edited conffile, a new firmware file or a changed
+crypttab carried in all rebuild.
 
 Layout: DIR/<key>/{meta.json, output[, microcode]}. meta.json holds each file's SHA-256, checked
 while the file is copied to its destination (through atomic.atomic_write); a mismatch discards the
@@ -198,6 +199,17 @@ def host_state(config: Config) -> list[Any]:
 _CPU_FIELDS = ("vendor_id", "cpu family", "model", "stepping")
 
 
+def value_state(value: Any) -> Any:
+    """A settings value (a UKI's options, say) with every file it names by signature."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [[f.name, value_state(getattr(value, f.name))] for f in fields(value)]
+    if isinstance(value, Path):
+        return [str(value), sig(value)]
+    return repr(value)
+
+
 def config_state(config: Config) -> list[Any]:
     """Every setting's value (config files and command line merged), not the files' text."""
     return [[f.name, repr(getattr(config, f.name))] for f in fields(config) if f.name != "config_files"]
@@ -214,6 +226,7 @@ def input_key(config: Config, options: Any) -> str:
         ["code", code_state()],
         ["config", config_state(config)],
         ["options", options.format, options.microcode_output is None],
+        ["uki", value_state(options.uki) if options.format == "uki" else None],
         ["packages", db_state(root)],
         ["kernel", kernel_state(root, config.kver)],
         ["os-release", [_digest_file(resolve_in_root(root, p)) for p in OS_RELEASE_PATHS]],
@@ -322,8 +335,11 @@ class BuildCache:
 
     @classmethod
     def open(cls, config: Config, options: Any, directory: Path | None = None) -> BuildCache | None:
-        """None when caching does not apply (--no-cache, a UKI) or the directory is unusable."""
-        if not getattr(options, "use_cache", True) or options.format != "cpio":
+        """None when caching does not apply (--no-cache, a UKI without resolved options) or the
+        directory is unusable."""
+        if not getattr(options, "use_cache", True) or options.format not in ("cpio", "uki"):
+            return None
+        if options.format == "uki" and options.uki is None:
             return None
         where = settings(directory)
         try:
