@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The whole benchmark in one command: our generic and host-only builds, the cached rebuild, and
+"""The whole benchmark in one command: our generic and host-only builds, the cached rebuild, a UKI, and
 dracut's generic and host-only builds of the same kernel, in this process tree, N runs each,
 interleaved (run 1 of every case, then run 2 ...) so that a change in machine load hits all cases
 alike. Prints min/median wall time per case, the ratios to dracut, and the image sizes
@@ -53,6 +53,7 @@ def cases(kver: str, dracut: bool) -> list[Case]:
         Case("ours generic", "ours", "generic", _ours(kver, "--generic", "--no-cache")),
         Case("ours host-only", "ours", "host-only", _ours(kver, "--no-cache")),
         Case("ours cached", "ours", "cached", _ours(kver)),
+        Case("ours generic UKI", "ours", "uki", _ours(kver, "--generic", "--no-cache", "--format", "uki")),
     ]
     if dracut:
         out += [
@@ -171,7 +172,7 @@ def main() -> int:
                 print(f"run {i + 1}: {c.name:17} {times[c.name][-1]:7.2f} s", file=sys.stderr)
             loads.append(os.getloadavg()[0])
         for c in todo:
-            if c.mode != "cached":
+            if c.mode not in ("cached", "uki"):
                 sizes[c.name] = (outs[c.name].stat().st_size, uncompressed_size(outs[c.name]))
     finished = datetime.datetime.now(datetime.UTC)
 
@@ -200,6 +201,9 @@ def main() -> int:
         d, o = times["dracut host-only"], times["ours cached"]
         ratios["cached"] = (min(d) / min(o), statistics.median(d) / statistics.median(o))
         print(f"cached   : dracut host-only/ours cached min {ratios['cached'][0]:5.1f}x")
+    u, g = times["ours generic UKI"], times["ours generic"]
+    extra = (min(u) - min(g), statistics.median(u) - statistics.median(g))
+    print(f"UKI      : --format uki adds {extra[0]:+.2f} s (min), {extra[1]:+.2f} s (median)")
     report: dict[str, object] = {}
     for mode in ("generic", "host-only"):
         contrib = contributors(args.kver, mode == "generic")
