@@ -336,3 +336,44 @@ def test_a_uki_is_cached_and_its_inputs_invalidate(cache_dir: Path, tmp_path: Pa
     assert not hit(tmp_path / "c.efi", "root=/dev/vdb ro")  # another command line
     stub.write_bytes(stub.read_bytes() + b"\0")  # the stub was updated
     assert not hit(tmp_path / "c.efi")
+
+
+def test_every_host_file_hostconfig_names_is_in_the_key() -> None:
+    """A new host file read by hostconfig.py must be added to cache.HOST_FILES (or PROFILE_FILES)."""
+    import ast
+    import re
+
+    from mkosi_initrd import hostconfig
+
+    source = Path(hostconfig.__file__).read_text()
+    named = {
+        n.value.rstrip("/")
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.Constant)
+        and isinstance(n.value, str)
+        and re.fullmatch(r"/etc/[\w./-]+", n.value)
+    }
+    named = {p for p in named if not p.startswith("/etc/systemd/system")}  # the initrd's own units
+    covered = (*cache.HOST_FILES, *(p for files in hostconfig.PROFILE_FILES.values() for p in files))
+    assert named and all(any(p == c or p.startswith(c + "/") for c in covered) for p in named), sorted(
+        p for p in named if not any(p == c or p.startswith(c + "/") for c in covered)
+    )
+
+
+def test_host_config_files_invalidate_a_host_only_entry(root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    sysfs = _sysfs(tmp_path / "sys", ["fx_a"])
+    probes = ("--sysfs", str(sysfs), "--procfs", str(tmp_path / "proc"))
+    (root / "etc/crypttab").write_text("data UUID=1234 none luks,x-initrd.attach\n")
+    build(root, tmp_path / "a", *probes)
+    assert lookup(root, tmp_path / "b", *probes) is not None
+    (root / "etc/cryptsetup-keys.d").mkdir()
+    (root / "etc/cryptsetup-keys.d/data.key").write_bytes(b"secret")  # the key for that line appears
+    assert lookup(root, tmp_path / "b", *probes) is None
+    build(root, tmp_path / "c", *probes)
+    assert lookup(root, tmp_path / "b", *probes) is not None
+    (root / "etc/cryptsetup-keys.d/data.key").write_bytes(b"another")
+    assert lookup(root, tmp_path / "b", *probes) is None
+    build(root, tmp_path / "c", *probes)
+    (root / "etc/kernel").mkdir(exist_ok=True)
+    (root / "etc/kernel/cmdline").write_text("root=/dev/vda resume=/dev/vdb\n")
+    assert lookup(root, tmp_path / "b", *probes) is None

@@ -175,8 +175,50 @@ def firmware_state(root: Path, config: Config) -> list[Any]:
     return out
 
 
+# Host files hostconfig.py reads to decide what to carry (besides the profiles' files, taken from
+# hostconfig.PROFILE_FILES); a test holds this list to the paths named in hostconfig.py.
+HOST_FILES = (
+    "/etc/crypttab",
+    "/etc/cryptsetup-keys.d",
+    "/etc/vconsole.conf",
+    "/etc/default/keyboard",
+    "/etc/kernel/cmdline",
+    "/etc/initramfs-tools/conf.d/resume",
+    "/etc/lvm/lvm.conf",
+    "/etc/lvm/lvmlocal.conf",
+)
+
+
+def host_files_state(config: Config) -> list[Any]:
+    """The host's configuration files a host-only build may carry or read (files and trees)."""
+    from mkosi_initrd.hostconfig import PROFILE_FILES
+    from mkosi_initrd.rootfs import resolve_in_root
+
+    paths = [*HOST_FILES, *(p for files in PROFILE_FILES.values() for p in files)]
+    out: list[Any] = []
+    for p in paths:
+        host = resolve_in_root(config.root, p)
+        out.append([p, sig(host)])
+        if host.is_dir():
+            for dirpath, dirnames, filenames in os.walk(host):
+                dirnames.sort()
+                out += [[os.path.join(dirpath, n), sig(os.path.join(dirpath, n))] for n in sorted(filenames)]
+    return out
+
+
+def effective_config(config: Config) -> Config:
+    """The configuration a host-only build plans with: profiles its root stack needs, packages its
+    console needs (planner.make_plan does the same first)."""
+    if config.generic:
+        return config
+    from mkosi_initrd import hostconfig, rootstack
+
+    return hostconfig.with_host_packages(rootstack.with_host_profiles(config))
+
+
 def host_state(config: Config) -> list[Any]:
-    """Host-only builds: the same probes kmod.py makes, and the CPU microcode is chosen for."""
+    """Host-only builds: the same probes kmod.py makes, the CPU microcode is chosen for, the
+    kernel command line (resume=) and the host's configuration files."""
     from mkosi_initrd import hostprobe
 
     def wants() -> Iterator[hostprobe.Want]:
@@ -193,7 +235,11 @@ def host_state(config: Config) -> list[Any]:
                 cpu += line if line.split(":")[0].strip() in _CPU_FIELDS else ""
     except OSError:
         pass
-    return [[w.reason, w.module, w.modalias] for w in wants()] + [cpu]
+    try:
+        cmdline = (config.procfs / "cmdline").read_text()
+    except OSError:
+        cmdline = ""
+    return [[w.reason, w.module, w.modalias] for w in wants()] + [cpu, cmdline, host_files_state(config)]
 
 
 _CPU_FIELDS = ("vendor_id", "cpu family", "model", "stepping")
@@ -224,7 +270,7 @@ def input_key(config: Config, options: Any) -> str:
     parts: list[Any] = [
         ["format", FORMAT],
         ["code", code_state()],
-        ["config", config_state(config)],
+        ["config", config_state(effective_config(config))],
         ["options", options.format, options.microcode_output is None],
         ["uki", value_state(options.uki) if options.format == "uki" else None],
         ["packages", db_state(root)],
@@ -249,6 +295,9 @@ def plan_inputs(config: Config, plan: Any) -> list[list[Any]]:
                 paths.add(str(candidate))
     for src, _ in config.extra_files:
         paths.add(str(resolve_in_root(config.root, src)))
+    for e in plan.entries:
+        if e.origin == "host-config" and e.data is not None:  # crypttab, key files: read, then filtered
+            paths.add(str(resolve_in_root(config.root, e.path)))
     fwdir = resolve_in_root(config.root, _FIRMWARE_DIRS[0])
     for missing in plan.missing_firmware:
         name = missing.split(" (wanted by", 1)[0]
