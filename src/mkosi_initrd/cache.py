@@ -503,15 +503,24 @@ class BuildCache:
 
 
 def _copy_in(src: Path, dst: Path) -> dict[str, Any]:
-    h = hashlib.sha256()
-    size = 0
-    with open(src, "rb") as f, open(dst, "xb") as out:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            out.write(chunk)
-            size += len(chunk)
-    os.chmod(dst, _MODE)
-    return {"sha256": h.hexdigest(), "size": size}
+    """A fresh output into the cache: copied in the kernel while a thread hashes it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _MODE)
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                hashed = pool.submit(_digest_fd, fd)
+                size = _copy_fd(fd, out)
+                digest, hashed_size = hashed.result()
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+    if hashed_size != size:
+        raise OSError(errno.EIO, f"{src} changed while it was copied into the cache")
+    return {"sha256": digest, "size": size}
 
 
 def _publish(tmp: Path, entry: Path, top: Path) -> None:
