@@ -138,6 +138,16 @@ CASES = {
             expect_label="raid1",
             expect_src="/dev/md0",
         ),
+        Case(
+            "raid1-degraded",  # one of the two disks is gone: md starts the array after a timeout
+            lambda: stacked.stacked_root("raid1").images[:1],
+            ROOT,
+            ("raid",),
+            dracut_cmdline=f"{ROOT} rd.md.uuid={stacked.MD_UUID}",
+            expect_label="raid1",
+            expect_src="/dev/md0",
+            timeout=300,
+        ),
     )
 }
 
