@@ -40,7 +40,7 @@ class Want:
     modalias: str = ""
 
 
-def _shown(sysfs: Path, path: Path) -> str:
+def shown(sysfs: Path, path: Path) -> str:
     """A fixture path as the host would name it."""
     try:
         return "/sys/" + str(path.relative_to(sysfs))
@@ -48,7 +48,7 @@ def _shown(sysfs: Path, path: Path) -> str:
         return str(path)
 
 
-def _read(path: Path) -> str:
+def read_attr(path: Path) -> str:
     try:
         return path.read_text().strip()
     except OSError:
@@ -66,9 +66,9 @@ def sys_modules(sysfs: Path) -> Iterator[Want]:
 def device_modaliases(sysfs: Path) -> Iterator[Want]:
     """Every /sys/devices/**/modalias (symlinks are not followed: sysfs has loops)."""
     for dirpath in _dirs_with(str(sysfs / "devices"), "modalias"):
-        alias = _read(Path(dirpath) / "modalias")
+        alias = read_attr(Path(dirpath) / "modalias")
         if alias:
-            yield Want(reason=f"modalias: {_shown(sysfs, Path(dirpath))} ({alias})", modalias=alias)
+            yield Want(reason=f"modalias: {shown(sysfs, Path(dirpath))} ({alias})", modalias=alias)
 
 
 def _dirs_with(top: str, name: str) -> Iterator[str]:
@@ -98,7 +98,7 @@ class RootMount:
 def root_mount(procfs: Path) -> RootMount | None:
     """The mount at / from mountinfo (the last one wins when mounts are stacked)."""
     found = None
-    for line in _read(procfs / "self/mountinfo").splitlines():
+    for line in read_attr(procfs / "self/mountinfo").splitlines():
         left, sep, right = line.partition(" - ")
         fields = left.split()
         if not sep or len(fields) < 5 or fields[4] != "/":
@@ -109,15 +109,20 @@ def root_mount(procfs: Path) -> RootMount | None:
     return found
 
 
-def _block_dir(sysfs: Path, mount: RootMount) -> Path | None:
+def block_dir(sysfs: Path, mount: RootMount) -> Path | None:
+    """The sysfs directory of the root's block device (resolved), if it has one."""
     link = sysfs / "dev/block" / mount.devnum
     if not mount.devnum.startswith("0:") and link.exists():
         return Path(os.path.realpath(link))
-    # Anonymous devices (btrfs, overlay): try the source device by name.
-    if mount.source.startswith("/dev/"):
-        byname = sysfs / "class/block" / os.path.basename(mount.source)
-        if byname.exists():
-            return Path(os.path.realpath(byname))
+    # Anonymous device numbers (btrfs): the source names the device, /dev/mapper/NAME by its dm name.
+    classes = sysfs / "class/block"
+    base = os.path.basename(mount.source)
+    if mount.source.startswith("/dev/mapper/") and classes.is_dir():
+        for dev in sorted(os.listdir(classes)):
+            if read_attr(classes / dev / "dm/name") == base:
+                return Path(os.path.realpath(classes / dev))
+    if mount.source.startswith("/dev/") and (classes / base).exists():
+        return Path(os.path.realpath(classes / base))
     return None
 
 
@@ -126,15 +131,15 @@ def _stack(sysfs: Path, block: Path, seen: set[Path]) -> Iterator[Want]:
     if block in seen:
         return
     seen.add(block)
-    name = _shown(sysfs, block)
-    uuid = _read(block / "dm/uuid")
+    name = shown(sysfs, block)
+    uuid = read_attr(block / "dm/uuid")
     if (block / "dm").is_dir():
         yield Want(reason=f"root: device-mapper {name}", module="dm_mod")
         for prefix, module in _DM_UUID_MODULES:
             if uuid.startswith(prefix):
                 yield Want(reason=f"root: {name} (dm uuid {prefix}...)", module=module)
                 break
-    level = _read(block / "md/level")
+    level = read_attr(block / "md/level")
     if level:
         yield Want(reason=f"root: md {name}", module="md_mod")
         if level in _MD_LEVEL_MODULES:
@@ -150,12 +155,12 @@ def _stack(sysfs: Path, block: Path, seen: set[Path]) -> Iterator[Want]:
         modlink = parent / "driver/module"  # absent for built-in drivers: nothing to add
         if modlink.exists():
             yield Want(
-                reason=f"root: driver of {_shown(sysfs, parent)}",
+                reason=f"root: driver of {shown(sysfs, parent)}",
                 module=os.path.basename(os.path.realpath(modlink)),
             )
-        alias = _read(parent / "modalias")
+        alias = read_attr(parent / "modalias")
         if alias:
-            yield Want(reason=f"root: modalias of {_shown(sysfs, parent)} ({alias})", modalias=alias)
+            yield Want(reason=f"root: modalias of {shown(sysfs, parent)} ({alias})", modalias=alias)
         parent = parent.parent
 
 
@@ -167,6 +172,6 @@ def root_needs(sysfs: Path, procfs: Path) -> Iterator[Want]:
     sysfs = Path(os.path.realpath(sysfs))  # compared with resolved links below
     yield Want(reason=f"root: {mount.fstype} on /", module=mount.fstype)
     yield Want(reason=f"root: {mount.fstype} on /", modalias=f"fs-{mount.fstype}")
-    block = _block_dir(sysfs, mount)
+    block = block_dir(sysfs, mount)
     if block is not None:
         yield from _stack(sysfs, block, set())

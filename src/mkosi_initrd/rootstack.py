@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mkosi_initrd.config import Config
-from mkosi_initrd.hostprobe import RootMount, root_mount
+from mkosi_initrd.hostprobe import block_dir, read_attr, root_mount, shown
 from mkosi_initrd.log import log
 
 NETWORK_FS = ("nfs", "nfs4")
@@ -63,7 +63,7 @@ def detect(sysfs: Path, procfs: Path) -> RootStack | None:
     if mount is None:
         return None
     sysfs = Path(os.path.realpath(sysfs))
-    block = _block_dir(sysfs, mount)
+    block = block_dir(sysfs, mount)
     layers: list[Layer] = []
     if block is not None:
         _walk(sysfs, block, layers, set())
@@ -85,36 +85,6 @@ def with_host_profiles(config: Config) -> Config:
     return dataclasses.replace(config, profiles=(*config.profiles, *(p for p, _ in added)))
 
 
-def _shown(sysfs: Path, path: Path) -> str:
-    try:
-        return "/sys/" + str(path.relative_to(sysfs))
-    except ValueError:
-        return str(path)
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
-
-
-def _block_dir(sysfs: Path, mount: RootMount) -> Path | None:
-    link = sysfs / "dev/block" / mount.devnum
-    if not mount.devnum.startswith("0:") and link.exists():
-        return Path(os.path.realpath(link))
-    # Anonymous device numbers (btrfs): the source names the device, /dev/mapper/NAME by its dm name.
-    classes = sysfs / "class/block"
-    base = os.path.basename(mount.source)
-    if mount.source.startswith("/dev/mapper/") and classes.is_dir():
-        for dev in sorted(os.listdir(classes)):
-            if _read(classes / dev / "dm/name") == base:
-                return Path(os.path.realpath(classes / dev))
-    if mount.source.startswith("/dev/") and (classes / base).exists():
-        return Path(os.path.realpath(classes / base))
-    return None
-
-
 def _walk(sysfs: Path, block: Path, layers: list[Layer], seen: set[Path]) -> None:
     if block in seen:
         return
@@ -129,12 +99,12 @@ def _walk(sysfs: Path, block: Path, layers: list[Layer], seen: set[Path]) -> Non
 
 
 def _classify(sysfs: Path, block: Path) -> Layer:
-    name = _shown(sysfs, block)
+    name = shown(sysfs, block)
     if (block / "dm").is_dir():
-        uuid = _read(block / "dm/uuid")
+        uuid = read_attr(block / "dm/uuid")
         kind = next((k for prefix, k in DM_KINDS if uuid.startswith(prefix)), "dm")
         return Layer(kind, name, uuid)
-    level = _read(block / "md/level")
+    level = read_attr(block / "md/level")
     if level:
         return Layer("md", name, level)
     if (block / "partition").exists():
