@@ -54,8 +54,9 @@ def compressor(out: BinaryIO, kind: str = "zstd", level: int | None = None) -> I
     if kind == "zstd":
         # Always zstd's multithreaded mode, with as many workers as there are CPUs: its output
         # does not depend on the number of workers (only on MT mode itself), so the bytes stay
-        # the same on every machine while the compression runs on all cores.
-        threads = max(1, len(os.sched_getaffinity(0)))
+        # the same on every machine while the compression runs on all cores (up to 8: an initrd is
+        # ~15 jobs of 8 MB, and each worker holds a job's buffers).
+        threads = max(1, min(8, len(os.sched_getaffinity(0))))
         cctx = zstandard.ZstdCompressor(level=lvl, write_checksum=True, threads=threads)
         with cctx.stream_writer(out, closefd=False) as zw:
             yield cast(BinaryIO, zw)
