@@ -1,9 +1,9 @@
 """Our initrd (built by our CLI, host-only) boots every kind of root to the marker.
 
 Core cases (plain, LVM, LUKS2 with the key from the host's crypttab, RAID1) always run; the rest with
-MKOSI_INITRD_BOOT_MATRIX=1, which .ci/run sets. `make boot-matrix` runs all cases through the same code (tests/boot/matrix.py)
-with dracut's initrd next to ours and records the table in docs/BOOT-MATRIX.md. A failure keeps the
-serial log and the initrd's manifest (`*.initrd.json`) under /var/tmp/mkosi-initrd-boot.
+MKOSI_INITRD_BOOT_MATRIX=1, which .ci/run sets. `make boot-matrix` runs all cases through the same code
+(tests/boot/matrix.py) with dracut's initrd next to ours and records the table in docs/BOOT-MATRIX.md.
+A failure keeps the serial log and the initrd's manifest (`*.initrd.json`) under /var/tmp/mkosi-initrd-boot.
 """
 
 from __future__ import annotations
