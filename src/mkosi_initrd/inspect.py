@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mkosi_initrd import osrelease
 from mkosi_initrd.cpioread import Member, Segment, iter_members, read_segments
 from mkosi_initrd.errors import InitrdError
 
@@ -30,15 +31,6 @@ def _is_pe(path: Path) -> bool:
         return f.read(2) == b"MZ"
 
 
-def _parse_os_release(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        k, sep, v = line.partition("=")
-        if sep and not k.startswith("#"):
-            out[k.strip()] = v.strip().strip("\"'")
-    return out
-
-
 def describe_initrd(path: Path) -> dict[str, Any]:
     """Segments, members and the informational files of a newc initrd, as a JSON-able dict."""
     segments, contents = read_segments(path, want=lambda p: p in _INFO_FILES)
@@ -58,7 +50,7 @@ def describe_initrd(path: Path) -> dict[str, Any]:
         "path": str(path),
         "size": path.stat().st_size,
         "segments": [_segment_json(s) for s in segments],
-        "os_release": _parse_os_release(release_text),
+        "os_release": osrelease.parse(release_text),
         "manifest": manifest,
         "dracut_modules": dracut_modules,
         "dracut_arguments": dracut_args,

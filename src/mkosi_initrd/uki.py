@@ -21,7 +21,7 @@ from typing import Any
 
 import pefile
 
-from mkosi_initrd import cpioread, sign
+from mkosi_initrd import cpioread, osrelease, sign
 from mkosi_initrd import pe as pemod
 from mkosi_initrd.atomic import atomic_write
 from mkosi_initrd.config import Config
@@ -391,15 +391,6 @@ def _text(section: pefile.SectionStructure | None) -> str | None:
     return data.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _os_release_fields(text: str) -> dict[str, str]:
-    fields = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not key.startswith("#"):
-            fields[key.strip()] = value.strip().strip("\"'")
-    return fields
-
-
 def describe(path: Path) -> dict[str, Any]:
     """What a UKI holds: sections, cmdline, os-release, uname, SBAT, signatures, the initrd's files."""
     data, pe = _read_pe(path, "UKI")
@@ -435,7 +426,7 @@ def describe(path: Path) -> dict[str, Any]:
         "sections": sections,
         "cmdline": _text(pemod.find_section(pe, ".cmdline")),
         "uname": _text(pemod.find_section(pe, ".uname")),
-        "osrel": _os_release_fields(osrel) if osrel is not None else None,
+        "osrel": osrelease.parse(osrel) if osrel is not None else None,
         "sbat": sbat.splitlines() if sbat else [],
         "linux": {
             "size": len(linux),
