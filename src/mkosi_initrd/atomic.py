@@ -155,14 +155,19 @@ def atomic_write(target: Path, mode: int = MODE) -> Iterator[BinaryIO]:
             yield f
 
 
+def _flush_to_disk(f: BinaryIO, mode: int) -> None:
+    """Everything written so far on disk, with the final mode, before the file gets its name."""
+    f.flush()
+    os.fchmod(f.fileno(), mode)
+    os.fsync(f.fileno())
+
+
 @contextlib.contextmanager
 def _unnamed(fd: int, target: Path, mode: int) -> Iterator[BinaryIO]:
     f = os.fdopen(fd, "wb")
     try:
         yield f
-        f.flush()
-        os.fchmod(fd, mode)
-        os.fsync(fd)
+        _flush_to_disk(f, mode)
         tmp = _temp_name(target)
         with _signals_raise():
             try:
@@ -192,9 +197,7 @@ def _named(target: Path, mode: int) -> Iterator[BinaryIO]:
         f = os.fdopen(fd, "wb")
         try:
             yield f
-            f.flush()
-            os.fchmod(fd, mode)
-            os.fsync(fd)
+            _flush_to_disk(f, mode)
             f.close()
             os.rename(tmp, target)
             _fsync_dir(target.parent)
