@@ -96,6 +96,9 @@ def test_missing_entry_is_an_error_unless_optional(db: RpmDB) -> None:
 
 def test_fedora_base_list_resolves_on_the_fixture(db: RpmDB) -> None:
     reqs = [Request.parse(e, "list") for e in read_list("packages/fedora/base.list")]
+    reqs += [
+        Request.parse(line.split()[1], "list") for line in read_list("packages/fedora/filesystems.list")
+    ]
     c = resolve(db, reqs, Excluder(exclusions("fedora")))
     assert {"systemd", "systemd-udev", "bash", "less", "gzip", "procps-ng", "glibc"} <= names(c)
     assert "shadow-utils" not in names(c)

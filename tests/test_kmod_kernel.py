@@ -12,8 +12,9 @@ import pytest
 from fixtures.kernel import DEBIAN_KVER, debian_kernel_root
 from mkosi_initrd.cli import main
 from mkosi_initrd.config import Config
-from mkosi_initrd.kmod import KernelPart, plan_kernel
-from mkosi_initrd.modindex import load_index, normalize
+from mkosi_initrd.kmod import KernelPart, host_classes, plan_kernel
+from mkosi_initrd.modindex import load_index, normalize, strip_module_suffix
+from mkosi_initrd.modpattern import PatternSet, module_key
 
 pytestmark = pytest.mark.slow
 KVER = DEBIAN_KVER
@@ -143,11 +144,46 @@ def test_firmware_of_selected_modules_only(generic: KernelPart) -> None:
         assert "(wanted by " in missing
 
 
-def test_host_only_keeps_every_loaded_module_of_this_kernel(root: Path) -> None:
-    part = plan_kernel(Config(root=root, kver=KVER, generic=False))
+def test_host_only_keeps_every_loaded_module_of_this_kernel_in_the_boot_classes(root: Path) -> None:
+    config = Config(root=root, kver=KVER, generic=False)
+    part = plan_kernel(config)
     index = load_index(root / "usr/lib/modules" / KVER, KVER)
+    classes = host_classes(config)
     loaded = {normalize(n) for n in os.listdir("/sys/module")} & set(index.paths)
-    assert loaded <= {m.name for m in part.modules}
+    in_class = {n for n in loaded if _decides(classes, index.paths[n])}
+    names = {m.name for m in part.modules}
+    assert in_class <= names
+    # What this host loads for other purposes (its container networking, say) stays out.
+    for name in loaded - in_class:
+        assert name not in names or not part_reason(part, name).startswith("host:")
+
+
+def _decides(classes: PatternSet, rel: str) -> bool:
+    p = classes.decide(module_key(strip_module_suffix(rel)))
+    return p is not None and p.include
+
+
+def part_reason(part: KernelPart, name: str) -> str:
+    return next(m.reason for m in part.modules if m.name == name)
+
+
+def test_host_only_leaves_out_file_systems_and_features_this_host_does_not_use(
+    root: Path, generic: KernelPart
+) -> None:
+    host = {m.name for m in plan_kernel(Config(root=root, kver=KVER, generic=False)).modules}
+    assert {"xfs", "btrfs", "kvm", "cfg80211", "raid456", "dm_raid"} <= {m.name for m in generic.modules}
+    assert not {"xfs", "btrfs", "kvm", "cfg80211", "raid456", "dm_raid", "thunderbolt_net"} & host
+    root_fs = next(
+        line.split(" - ")[1].split()[0] for line in open("/proc/self/mountinfo") if line.split()[4] == "/"
+    )
+    if root_fs in index_names(root):
+        assert root_fs in host
+    # The hardware part of the default list stays: the disk may move to another controller.
+    assert {"virtio_blk", "nvme", "ahci", "usb_storage", "sd_mod", "dm_crypt", "nls_cp437"} <= host
+
+
+def index_names(root: Path) -> set[str]:
+    return set(load_index(root / "usr/lib/modules" / KVER, KVER).paths)
 
 
 def test_plan_json_lists_modules_and_firmware_with_reasons(capsys: pytest.CaptureFixture[str]) -> None:

@@ -178,6 +178,7 @@ def firmware_state(root: Path, config: Config) -> list[Any]:
 # Host files hostconfig.py reads to decide what to carry (besides the profiles' files, taken from
 # hostconfig.PROFILE_FILES); a test holds this list to the paths named in hostconfig.py.
 HOST_FILES = (
+    "/etc/fstab",  # hostprobe.initrd_filesystems
     "/etc/crypttab",
     "/etc/cryptsetup-keys.d",
     "/etc/vconsole.conf",
@@ -222,9 +223,8 @@ def host_state(config: Config) -> list[Any]:
     from mkosi_initrd import hostprobe
 
     def wants() -> Iterator[hostprobe.Want]:
-        yield from hostprobe.root_needs(config.sysfs, config.procfs)
-        yield from hostprobe.sys_modules(config.sysfs)
-        yield from hostprobe.device_modaliases(config.sysfs)
+        yield from hostprobe.needed(config.root, config.sysfs, config.procfs)
+        yield from hostprobe.used(config.sysfs)
 
     cpu = ""
     try:

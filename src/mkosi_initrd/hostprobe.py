@@ -1,4 +1,5 @@
-"""What the running host uses: loaded and built-in modules, device modaliases, the root's block stack.
+"""What the running host uses: loaded and built-in modules, device modaliases, the root's block stack,
+the file systems the initrd mounts.
 
 Every probe takes the sysfs/procfs paths as parameters (Config.sysfs/procfs), so tests run on
 fixture trees; reasons name the paths as the host sees them (`/sys/...`).
@@ -10,6 +11,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from mkosi_initrd.rootfs import resolve_in_root
 
 # dm UUID prefix (set by the tool that created the mapping) → the target module it needs.
 _DM_UUID_MODULES = (
@@ -164,14 +167,59 @@ def _stack(sysfs: Path, block: Path, seen: set[Path]) -> Iterator[Want]:
         parent = parent.parent
 
 
+def needed(root: Path, sysfs: Path, procfs: Path) -> Iterator[Want]:
+    """What the host cannot boot without: the file systems the initrd mounts, the root's block stack."""
+    for fstype, reason in initrd_filesystems(root, procfs):
+        yield Want(reason=reason, module=fstype)
+        yield Want(reason=reason, modalias=f"fs-{fstype}")
+    yield from root_needs(sysfs, procfs)
+
+
+def used(sysfs: Path) -> Iterator[Want]:
+    """What the host uses now: loaded and built-in modules, its devices' modaliases."""
+    yield from sys_modules(sysfs)
+    yield from device_modaliases(sysfs)
+
+
 def root_needs(sysfs: Path, procfs: Path) -> Iterator[Want]:
-    """The root file system's type and every module its block stack is made of."""
+    """The modules the root's block stack is made of (its file system: initrd_filesystems)."""
     mount = root_mount(procfs)
     if mount is None:
         return
     sysfs = Path(os.path.realpath(sysfs))  # compared with resolved links below
-    yield Want(reason=f"root: {mount.fstype} on /", module=mount.fstype)
-    yield Want(reason=f"root: {mount.fstype} on /", modalias=f"fs-{mount.fstype}")
     block = block_dir(sysfs, mount)
     if block is not None:
         yield from _stack(sysfs, block, set())
+
+
+# fstab types that are not file systems a module or tool is needed for.
+_NOT_FS = frozenset({"auto", "none", "swap", "ignore", "bind", "rbind", "tmpfs", "proc", "sysfs", "devpts"})
+
+
+def _fstab_unescape(field: str) -> str:
+    return field.replace("\\040", " ").replace("\\011", "\t")
+
+
+def initrd_filesystems(root: Path, procfs: Path) -> Iterator[tuple[str, str]]:
+    """(fstype, reason): the file systems the initrd mounts on this host.
+
+    The root as mounted now (mountinfo), and from the root's /etc/fstab the entries systemd mounts
+    in the initrd: /, /usr and anything marked x-initrd.mount. Each type once, the first reason wins.
+    """
+    seen: set[str] = set()
+    mount = root_mount(procfs)
+    if mount is not None and mount.fstype not in _NOT_FS:
+        seen.add(mount.fstype)
+        yield mount.fstype, f"root: {mount.fstype} on /"
+    for line in read_attr(resolve_in_root(root, "/etc/fstab")).splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 3:
+            continue
+        where, fstype = _fstab_unescape(fields[1]), fields[2]
+        options = fields[3].split(",") if len(fields) > 3 else []
+        if where not in ("/", "/usr") and "x-initrd.mount" not in options:
+            continue
+        for t in fstype.split(","):  # fstab allows a list of types to try
+            if t not in _NOT_FS and t not in seen:
+                seen.add(t)
+                yield t, f"fstab: {t} on {where}"

@@ -4,8 +4,12 @@
 
 1. patterns: the default list (resources/modules/default.list), the profiles' lists, then the user's
    (config.modules; last match wins, so users can exclude what a list includes);
-2. host-only mode adds /sys/module, device modaliases and the root's file system and block stack
-   (hostprobe.py), except what a pattern excludes;
+2. host-only mode narrows and widens that: default-list entries for other machines (file systems
+   the host does not mount in the initrd, RAID levels, kvm, wireless: modules/host-only-omit.list)
+   are left out, and it adds the file systems the initrd mounts, the root's block stack, and those
+   of the host's modules (/sys/module, device modaliases) in the classes that boot a machine
+   (modules/host.list: storage, input, buses, crypto ...; hostprobe.py), except what a pattern
+   excludes;
 3. closure: modules.dep (always, even for excluded modules: they cannot load without), softdeps
    (modules.softdep and .modinfo, pre and post) and weakdeps, aliases resolved via modules.alias;
    built-in modules satisfy dependencies;
@@ -58,16 +62,34 @@ class Selection:
     warnings: tuple[str, ...]
 
 
+def _profile_lists(config: Config, stem: str) -> list[Pattern]:
+    out: list[Pattern] = []
+    for profile in config.profiles:
+        if (resource_dir() / f"modules/{stem}{profile}.list").exists():
+            out += [
+                compile_pattern(p, f"profile {profile}") for p in read_list(f"modules/{stem}{profile}.list")
+            ]
+    return out
+
+
 def patterns_for(config: Config) -> list[Pattern]:
     patterns = [compile_pattern(p, "listed") for p in read_list("modules/default.list")]
-    for profile in config.profiles:
-        if (resource_dir() / f"modules/profile-{profile}.list").exists():
-            patterns += [
-                compile_pattern(p, f"profile {profile}")
-                for p in read_list(f"modules/profile-{profile}.list")
-            ]
+    patterns += _profile_lists(config, "profile-")
     patterns += [compile_pattern(p, "config") for p in config.modules]
     return patterns
+
+
+def host_only_omit() -> PatternSet:
+    """Default-list entries a host-only build leaves out (a match that includes means: omit)."""
+    return PatternSet(
+        compile_pattern(p, "host-only omits") for p in read_list("modules/host-only-omit.list")
+    )
+
+
+def host_classes(config: Config) -> PatternSet:
+    """Which of the host's own modules (loaded, built in, matching a device) a host-only build takes."""
+    patterns = [compile_pattern(p, "host") for p in read_list("modules/host.list")]
+    return PatternSet([*patterns, *_profile_lists(config, "host-")])
 
 
 def _keys(index: KernelIndex) -> Iterator[tuple[str, str, bool]]:
@@ -153,28 +175,52 @@ def _read_all(index: KernelIndex, names: list[str]) -> list[ModInfo]:
     return [read_modinfo(p) for p in paths]
 
 
-def _host_wants(config: Config) -> Iterator[hostprobe.Want]:
-    yield from hostprobe.root_needs(config.sysfs, config.procfs)
-    yield from hostprobe.sys_modules(config.sysfs)
-    yield from hostprobe.device_modaliases(config.sysfs)
+def _host_wants(config: Config, index: KernelIndex) -> list[hostprobe.Want]:
+    """What this host needs: its root stack and file systems as they are, and of its own modules
+    those in the boot classes (a module by name, a device's modalias resolved to its modules)."""
+    wants = list(hostprobe.needed(config.root, config.sysfs, config.procfs))
+    classes = host_classes(config)
+
+    def boot_class(name: str) -> bool:
+        rel = index.paths.get(normalize(name))
+        if rel is None:
+            return False  # built in, or not in this kernel: nothing to add
+        p = classes.decide(module_key(strip_module_suffix(rel)))
+        return p is not None and p.include
+
+    for want in hostprobe.used(config.sysfs):
+        if want.module:
+            names = [want.module]
+        else:
+            names = [m for _pattern, m in index.aliases.lookup(want.modalias)]
+        wants += [hostprobe.Want(reason=want.reason, module=m) for m in names if boot_class(m)]
+    return wants
 
 
 def select_modules(config: Config, index: KernelIndex) -> Selection:
     patterns = patterns_for(config)
     _check_user_patterns(index, patterns)
     pset = PatternSet(patterns)
+    omit = host_only_omit() if not config.generic else None
     excluded: set[str] = set()
     chosen: list[tuple[str, str]] = []
     for name, key, _builtin in _keys(index):
         p = pset.decide(key)
         if p is None:
             continue
-        if p.include:
-            chosen.append((name, p.reason))
-        else:
+        if not p.include:
             excluded.add(name)
-    wants = list(_host_wants(config)) if not config.generic else []
+        elif p.source == "listed" and omit is not None and _omitted(omit, key):
+            continue  # the host probes add it back if this host needs it
+        else:
+            chosen.append((name, p.reason))
+    wants = _host_wants(config, index) if not config.generic else []
     return close(index, sorted(chosen), wants, excluded)
+
+
+def _omitted(omit: PatternSet, key: str) -> bool:
+    p = omit.decide(key)
+    return p is not None and p.include
 
 
 def close(

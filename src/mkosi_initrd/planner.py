@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mkosi_initrd import closure, elfnotes, extras, files, hostconfig, kmod, osrelease, rootstack
-from mkosi_initrd.config import Config
+from mkosi_initrd import closure, elfnotes, extras, files, hostconfig, hostprobe, kmod, osrelease, rootstack
+from mkosi_initrd.config import PROFILES, Config
 from mkosi_initrd.log import log
 from mkosi_initrd.pkgdb import open_db
 from mkosi_initrd.plan import CutEdge, Entry, FirmwareChoice, ModuleChoice, PackageChoice, Plan
@@ -63,8 +63,10 @@ def dlopen_step(config: Config, os_release: dict[str, str], packages: Part) -> P
 
 
 def requests(config: Config, family: str) -> list[closure.Request]:
-    """The base list of the family, the profiles' lists, then the config's and command line's entries."""
+    """The base list of the family, its file-system tools, the profiles' lists, then the config's and
+    command line's entries."""
     reqs = [closure.Request.parse(e, "list") for e in read_list(f"packages/{family}/base.list")]
+    reqs += filesystem_tools(config, family)
     for p in config.profiles:
         reqs += [
             closure.Request.parse(e, f"profile:{p}")
@@ -72,6 +74,34 @@ def requests(config: Config, family: str) -> list[closure.Request]:
         ]
     reqs += [closure.Request.parse(e, "config") for e in config.packages]
     return reqs
+
+
+def filesystem_tools(config: Config, family: str) -> list[closure.Request]:
+    """Every file system's tools for a generic initrd; host-only, those of the file systems it mounts."""
+    path = f"packages/{family}/filesystems.list"
+    if not (resource_dir() / path).exists():
+        return []
+    table = [line.split(None, 1) for line in read_list(path)]
+    if config.generic:
+        wanted = {fstype: "list" for fstype, _ in table}
+    else:
+        wanted = {t: f"fs {t}" for t, _why in hostprobe.initrd_filesystems(config.root, config.procfs)}
+    out: dict[str, closure.Request] = {}
+    for fstype, entry in table:
+        if fstype in wanted:
+            req = closure.Request.parse(entry, wanted[fstype])
+            out.setdefault(req.entry, req)
+    return list(out.values())
+
+
+def profile_removals(config: Config) -> list[str]:
+    """Files only a profile uses (remove-files-unless-PROFILE.list), for the profiles that are off."""
+    out: list[str] = []
+    for profile in PROFILES:
+        path = f"remove-files-unless-{profile}.list"
+        if profile not in config.profiles and (resource_dir() / path).exists():
+            out += read_list(path)
+    return out
 
 
 def exclusions(family: str) -> list[str]:
@@ -87,7 +117,7 @@ def package_step(config: Config, os_release: dict[str, str], extra: Sequence[clo
     excluder = closure.Excluder(exclusions(family), config.remove_packages)
     reqs = [*requests(config, family), *extra]
     result = closure.resolve(db, reqs, excluder, weak_deps=config.weak_deps)
-    remove_globs = [*read_list("remove-files.list"), *config.remove_files]
+    remove_globs = [*read_list("remove-files.list"), *profile_removals(config), *config.remove_files]
     per_pkg, warnings = files.package_entries(config.root, db, result.packages, remove_globs)
     choices = [
         PackageChoice(c.package.nevra, c.package.name, c.reason, len(pf.entries), pf.bytes)

@@ -4,7 +4,8 @@
 
 A case is a root disk set (disks.py, stacked.py), the kernel command line that finds it, the profiles
 our CLI needs, and how a LUKS key reaches the initrd: from the host's /etc/crypttab (an overlay on /etc
-in a private mount namespace, so the build sees a host with that crypttab; the host is not changed), or
+in a private mount namespace, so the build sees a host with that crypttab and the guest's /etc/fstab;
+the host is not changed), or
 from the command line (rd.luks.key=PATH, the key in a cpio appended to the initrd). dracut's initrd is
 the distribution's own (/boot/initrd.img-KVER: dracut's default, non-host-only, with crypt, lvm,
 mdraid and btrfs); a LUKS key is appended to it the same way. A failing boot keeps the serial log and
@@ -214,9 +215,13 @@ def build_ours(case: Case, out: Path) -> tuple[Path, float, str]:
     args = ["-k", KVER, "-o", str(out), "--root", "/"]
     for p in case.profiles:
         args += ["--profile", p]
-    overlay = None
+    # The guest's /etc/fstab: a host-only build takes the root's file system (module and tools) from it
+    # when the build host's own root differs (xfs, btrfs guests built on an ext4 host).
+    overlay: dict[str, tuple[bytes, int]] = {}
+    if not case.nfs:
+        overlay["/etc/fstab"] = (f"UUID={disks.ROOT_UUID} / {case.expect_fs} defaults 0 1\n".encode(), 0o644)
     if case.key_from == "crypttab":
-        overlay = {"/etc/crypttab": (CRYPTTAB.encode(), 0o644), KEY_PATH: (stacked.LUKS_KEY, 0o600)}
+        overlay |= {"/etc/crypttab": (CRYPTTAB.encode(), 0o644), KEY_PATH: (stacked.LUKS_KEY, 0o600)}
     start = time.monotonic()
     built = cli(*args, etc_overlay=overlay)
     seconds = time.monotonic() - start

@@ -1,0 +1,206 @@
+"""Host-only builds keep what boots this host: its file systems, its root stack, its boot-class modules.
+
+Synthetic kernel (fixtures.kernel) for the module rules, the host's own dpkg root for the packages.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from elftools.common.exceptions import ELFError
+from elftools.elf.dynamic import DynamicSection
+from elftools.elf.elffile import ELFFile
+
+from fixtures.kernel import SYN_KVER, synthetic_kernel_root
+from mkosi_initrd.cli import make_config, parse_args
+from mkosi_initrd.config import Config
+from mkosi_initrd.elfnotes import LIBDIRS, needed
+from mkosi_initrd.hostprobe import initrd_filesystems
+from mkosi_initrd.kmod import plan_kernel
+from mkosi_initrd.plan import Plan
+from mkosi_initrd.planner import make_plan
+
+FSTAB = """\
+# comment line
+UUID=1234  /          synfs  defaults          0 1
+/dev/vda2  /usr       cz     ro                0 2
+/dev/vda3  /home      cg     defaults          0 2
+/dev/vda4  /srv\\040data  cg,synfs x-initrd.mount 0 2
+/dev/vda5  none       swap   sw                0 0
+tmpfs      /tmp       tmpfs  defaults          0 0
+"""
+
+
+@pytest.fixture(scope="module")
+def kroot() -> Path:
+    return synthetic_kernel_root()
+
+
+def host(tmp: Path, fstype: str = "synfs", fstab: str = "", sys_modules: tuple[str, ...] = ()) -> Config:
+    """A host with its root mounted as `fstype` and the given /etc/fstab and /sys/module entries."""
+    sysfs, procfs = tmp / "sys", tmp / "proc"
+    for name in sys_modules:
+        (sysfs / "module" / name).mkdir(parents=True)
+    (procfs / "self").mkdir(parents=True)
+    (procfs / "self/mountinfo").write_text(f"27 1 0:99 / / rw,relatime - {fstype} /dev/root rw\n")
+    etc = tmp / "root/etc"
+    etc.mkdir(parents=True)
+    if fstab:
+        (etc / "fstab").write_text(fstab)
+    return Config(root=tmp / "root", generic=False, sysfs=sysfs, procfs=procfs)
+
+
+def kernel_config(kroot: Path, cfg: Config, **kw: object) -> Config:
+    """The host's config on a copy of the synthetic kernel root, with the host's /etc."""
+    shutil.copytree(kroot / "usr", cfg.root / "usr", symlinks=True)
+    return replace(cfg, kver=SYN_KVER, **kw)  # type: ignore[arg-type]
+
+
+def test_initrd_mounts_are_the_root_usr_and_x_initrd_mount_entries(tmp_path: Path) -> None:
+    cfg = host(tmp_path, fstype="cz", fstab=FSTAB)
+    got = list(initrd_filesystems(cfg.root, cfg.procfs))
+    assert got == [
+        ("cz", "root: cz on /"),
+        ("synfs", "fstab: synfs on /"),
+        ("cg", "fstab: cg on /srv data"),  # a list of types: each may be the one that mounts
+    ]
+
+
+def test_no_fstab_means_the_running_root_alone(tmp_path: Path) -> None:
+    cfg = host(tmp_path, fstype="xfs")
+    assert list(initrd_filesystems(cfg.root, cfg.procfs)) == [("xfs", "root: xfs on /")]
+
+
+def test_host_only_takes_the_file_systems_it_mounts_and_not_the_others(kroot: Path, tmp_path: Path) -> None:
+    fstab = "UUID=1 / synfs defaults 0 1\n/dev/vda2 /usr cz ro 0 2\n/dev/vda3 /home cg defaults 0 2\n"
+    got = {m.name: m.reason for m in plan_kernel(kernel_config(kroot, host(tmp_path, fstab=fstab))).modules}
+    assert got["synfs"] == "root: synfs on /"
+    assert got["cz"] == "fstab: cz on /usr"
+    assert got["czlib"] == "dependency of cz"
+    assert "cg" not in got  # /home is mounted after the switch to the root
+
+
+def test_host_only_omits_default_list_entries_for_other_machines(kroot: Path, tmp_path: Path) -> None:
+    generic = {m.name for m in plan_kernel(Config(root=kroot, kver=SYN_KVER, generic=True)).modules}
+    host_only = {m.name for m in plan_kernel(kernel_config(kroot, host(tmp_path))).modules}
+    assert {"raid7", "nls_utf8", "nls_cp437", "virtio_blk", "dm_crypt"} <= generic
+    assert "raid7" not in host_only  # raid[0-9]*: RAID levels come from the root's stack
+    assert {"nls_utf8", "nls_cp437", "virtio_blk", "dm_crypt"} <= host_only  # kept: hardware, vfat's
+
+
+def test_host_modules_outside_the_boot_classes_stay_out(kroot: Path, tmp_path: Path) -> None:
+    cfg = kernel_config(kroot, host(tmp_path, sys_modules=("sunrpc", "baz", "blk_a")))
+    got = {m.name: m.reason for m in plan_kernel(cfg).modules}
+    assert "sunrpc" not in got  # net/: not a boot class without the network profiles
+    assert got["baz"] == "host: /sys/module/baz"  # lib/
+    assert got["blk_a"] == "host: /sys/module/blk_a"  # drivers/block/
+
+
+def test_a_profile_still_brings_its_modules_host_only(kroot: Path, tmp_path: Path) -> None:
+    cfg = kernel_config(kroot, host(tmp_path), profiles=("nfs",))
+    assert {m.name: m.reason for m in plan_kernel(cfg).modules}["sunrpc"] == "profile nfs: net/sunrpc/"
+
+
+# --- packages: the host's own dpkg root, the file system chosen by a fixture mountinfo
+
+
+def host_plan(tmp_path: Path, fstype: str, *args: str) -> Plan:
+    procfs = tmp_path / "proc"
+    (procfs / "self").mkdir(parents=True)
+    (procfs / "self/mountinfo").write_text(f"27 1 0:99 / / rw,relatime - {fstype} /dev/root rw\n")
+    return make_plan(make_config(parse_args(["plan", "--procfs", str(procfs), *args])))
+
+
+def installed(name: str) -> bool:
+    return os.path.exists(f"/var/lib/dpkg/info/{name}.list") or os.path.exists(
+        f"/var/lib/dpkg/info/{name}:amd64.list"
+    )
+
+
+FS_TOOLS = {"ext4": "e2fsprogs", "xfs": "xfsprogs", "btrfs": "btrfs-progs", "vfat": "dosfstools"}
+
+
+@pytest.mark.parametrize("fstype", ["ext4", "xfs", "btrfs"])
+def test_host_only_takes_the_tools_of_its_root_file_system_only(tmp_path: Path, fstype: str) -> None:
+    if not installed(FS_TOOLS[fstype]):
+        pytest.skip(f"{FS_TOOLS[fstype]} is not installed")
+    names = {p.name for p in host_plan(tmp_path, fstype).packages}
+    assert FS_TOOLS[fstype] in names
+    assert not (set(FS_TOOLS.values()) - {FS_TOOLS[fstype]}) & names
+
+
+def test_generic_takes_every_file_systems_tools(tmp_path: Path) -> None:
+    names = {p.name for p in host_plan(tmp_path, "ext4", "--generic").packages}
+    assert {t for t in FS_TOOLS.values() if installed(t)} <= names
+
+
+def test_networkd_only_with_the_network_profile(tmp_path: Path) -> None:
+    without = {e.path for e in host_plan(tmp_path / "a", "ext4").entries}
+    with_net = {e.path for e in host_plan(tmp_path / "b", "ext4", "--profile", "network").entries}
+    assert "/usr/lib/systemd/systemd-networkd" not in without
+    assert "/usr/lib/systemd/systemd-networkd" in with_net
+    assert "/usr/lib/systemd/network/99-default.link" in without  # udev's naming rules stay
+
+
+# --- every removal list together: no program loses a library it needs
+
+
+def runpath(path: Path, origin: str) -> list[str]:
+    """DT_RUNPATH/DT_RPATH directories ($ORIGIN expanded): systemd finds libsystemd-shared there."""
+    with open(path, "rb") as f:
+        try:
+            elf = ELFFile(f)
+        except ELFError:
+            return []
+        dyn = elf.get_section_by_name(".dynamic")
+        if not isinstance(dyn, DynamicSection):
+            return []
+        tags: list[Any] = list(dyn.iter_tags())
+        paths = [str(t.runpath) for t in tags if t.entry.d_tag == "DT_RUNPATH"]
+        paths += [str(t.rpath) for t in tags if t.entry.d_tag == "DT_RPATH"]
+    return [d.replace("$ORIGIN", origin) for p in paths for d in p.split(":")]
+
+
+def missing_libraries(plan: Plan) -> list[str]:
+    paths = {e.path: e for e in plan.entries}
+
+    def present(path: str, depth: int = 0) -> bool:
+        e = paths.get(path)
+        if e is None or depth > 10:
+            return False
+        if e.is_symlink:
+            target = (
+                e.linkto
+                if e.linkto.startswith("/")
+                else os.path.normpath(f"{os.path.dirname(path)}/{e.linkto}")
+            )
+            return present(target, depth + 1)
+        return True
+
+    # A soname some other object of the process already loaded is found by name (libsystemd-core
+    # needs libsystemd-shared, which systemd's RUNPATH brought in).
+    sonames = {os.path.basename(p) for p in paths}
+    out = []
+    for e in plan.entries:
+        if e.source is None or e.origin in ("kernel", "firmware") or e.is_symlink or e.is_dir:
+            continue
+        dirs = [*runpath(Path(e.source), os.path.dirname(e.path)), *LIBDIRS]
+        for soname in needed(Path(e.source)):
+            if not any(present(f"{d}/{soname}") for d in dirs) and soname not in sonames:
+                out.append(f"{e.path} needs {soname}")
+    return out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(), ("--generic",), ("--generic", "--profile", "lvm", "--profile", "raid", "--profile", "nfs")],
+    ids=["host-only", "generic", "generic-with-profiles"],
+)
+def test_every_library_a_program_in_the_initrd_needs_is_in_it(tmp_path: Path, args: tuple[str, ...]) -> None:
+    plan = host_plan(tmp_path, "ext4", *args)
+    assert missing_libraries(plan) == []
