@@ -20,7 +20,7 @@ from fixtures.kernel import SYN_KVER, synthetic_kernel_root
 from mkosi_initrd.cli import make_config, parse_args
 from mkosi_initrd.config import Config
 from mkosi_initrd.elfnotes import LIBDIRS, needed
-from mkosi_initrd.hostprobe import initrd_filesystems
+from mkosi_initrd.hostprobe import initrd_filesystems, root_fs_known
 from mkosi_initrd.kmod import plan_kernel
 from mkosi_initrd.plan import Plan
 from mkosi_initrd.planner import make_plan
@@ -93,6 +93,17 @@ def test_host_only_omits_default_list_entries_for_other_machines(kroot: Path, tm
     assert {"nls_utf8", "nls_cp437", "virtio_blk", "dm_crypt"} <= host_only  # kept: hardware, vfat's
 
 
+def test_a_container_root_keeps_the_whole_default_list(kroot: Path, tmp_path: Path) -> None:
+    got = {m.name for m in plan_kernel(kernel_config(kroot, host(tmp_path, fstype="overlay"))).modules}
+    assert "raid7" in got  # cannot tell what the installed system boots from: as before, all of it
+
+
+def test_fstab_tells_the_root_file_system_under_a_container_root(tmp_path: Path) -> None:
+    cfg = host(tmp_path, fstype="overlay", fstab="UUID=1 / xfs defaults 0 1\n")
+    assert root_fs_known(cfg.root, cfg.procfs)
+    assert not root_fs_known(host(tmp_path / "b", fstype="overlay").root, cfg.procfs)
+
+
 def test_host_modules_outside_the_boot_classes_stay_out(kroot: Path, tmp_path: Path) -> None:
     cfg = kernel_config(kroot, host(tmp_path, sys_modules=("sunrpc", "baz", "blk_a")))
     got = {m.name: m.reason for m in plan_kernel(cfg).modules}
@@ -134,8 +145,11 @@ def test_host_only_takes_the_tools_of_its_root_file_system_only(tmp_path: Path, 
     assert not (set(FS_TOOLS.values()) - {FS_TOOLS[fstype]}) & names
 
 
-def test_generic_takes_every_file_systems_tools(tmp_path: Path) -> None:
-    names = {p.name for p in host_plan(tmp_path, "ext4", "--generic").packages}
+@pytest.mark.parametrize("args", [("--generic",), ()], ids=["generic", "host-only-in-a-container"])
+def test_every_file_systems_tools_when_generic_or_the_root_is_unknown(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    names = {p.name for p in host_plan(tmp_path, "ext4" if args else "overlay", *args).packages}
     assert {t for t in FS_TOOLS.values() if installed(t)} <= names
 
 

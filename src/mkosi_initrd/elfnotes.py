@@ -16,16 +16,17 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import NoteSection
+from typing import TYPE_CHECKING, Any
 
 from mkosi_initrd.log import log
 from mkosi_initrd.plan import Entry
 from mkosi_initrd.rootfs import resolve_in_root
+
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
+
+# pyelftools is imported where an ELF file is parsed: most builds find no file carrying a note
+# (the mmap pre-check below), and its import is a fifth of the planner's.
 
 NOTE_TYPE = 0x407C0C0A
 NOTE_OWNER = "FDO"
@@ -54,6 +55,9 @@ class DlopenNote:
 
 
 def _elf(path: Path) -> ELFFile | None:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         f = open(path, "rb")
     except OSError:
@@ -87,6 +91,8 @@ def notes_of(path: Path, name: str = "") -> list[DlopenNote]:
     elf = _elf(path)
     if elf is None:
         return []
+    from elftools.elf.sections import NoteSection
+
     out: list[DlopenNote] = []
     try:
         for section in elf.iter_sections():
@@ -131,6 +137,8 @@ def needed(path: Path) -> list[str]:
     elf = _elf(path)
     if elf is None:
         return []
+    from elftools.elf.dynamic import DynamicSection
+
     try:
         for section in elf.iter_sections():
             if isinstance(section, DynamicSection):

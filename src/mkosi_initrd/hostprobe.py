@@ -192,12 +192,24 @@ def root_needs(sysfs: Path, procfs: Path) -> Iterator[Want]:
         yield from _stack(sysfs, block, set())
 
 
+# Root file systems that do not tell what the installed system boots from: a container's or live
+# image's root, a chroot on tmpfs. A host-only build there cannot narrow file systems down.
+UNTELLING_ROOTS = frozenset({"overlay", "tmpfs", "rootfs", "ramfs", "aufs", "fuse-overlayfs"})
+
 # fstab types that are not file systems a module or tool is needed for.
 _NOT_FS = frozenset({"auto", "none", "swap", "ignore", "bind", "rbind", "tmpfs", "proc", "sysfs", "devpts"})
 
 
 def _fstab_unescape(field: str) -> str:
     return field.replace("\\040", " ").replace("\\011", "\t")
+
+
+def root_fs_known(root: Path, procfs: Path) -> bool:
+    """Whether the root's own file system can be told: mounted as itself, or named by /etc/fstab."""
+    return any(
+        why.startswith(("root:", "fstab: ")) and why.endswith(" on /") and fstype not in UNTELLING_ROOTS
+        for fstype, why in initrd_filesystems(root, procfs)
+    )
 
 
 def initrd_filesystems(root: Path, procfs: Path) -> Iterator[tuple[str, str]]:

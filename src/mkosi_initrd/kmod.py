@@ -201,7 +201,18 @@ def select_modules(config: Config, index: KernelIndex) -> Selection:
     patterns = patterns_for(config)
     _check_user_patterns(index, patterns)
     pset = PatternSet(patterns)
-    omit = host_only_omit() if not config.generic else None
+    omit = None
+    if not config.generic:
+        if hostprobe.root_fs_known(config.root, config.procfs):
+            omit = host_only_omit()
+        else:
+            mount = hostprobe.root_mount(config.procfs)
+            log.warning(
+                "host-only: the root's file system cannot be told (/ is %s, and /etc/fstab has no line "
+                "for it), so every file system of the default list is kept; add / to /etc/fstab, or use "
+                "--generic",
+                mount.fstype if mount else "not in mountinfo",
+            )
     excluded: set[str] = set()
     chosen: list[tuple[str, str]] = []
     for name, key, _builtin in _keys(index):

@@ -8,6 +8,7 @@ generated /etc/initrd-release over the package's, say); that is logged, never si
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +40,12 @@ def make_plan(config: Config) -> Plan:
     # host's configuration needs (loadkeys for a KEYMAP=); both no-ops for generic builds.
     config = hostconfig.with_host_packages(rootstack.with_host_profiles(config))
     os_release = osrelease.read_os_release(config.root)
-    parts: list[Any] = [dlopen_step(config, os_release, package_step(config, os_release))]
-    parts.append(kmod.plan_kernel(config))
+    # The kernel step waits on a subprocess (depmod) and on file reads: run it beside the package
+    # steps. Both only read the root; each returns its own part.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        kernel = pool.submit(kmod.plan_kernel, config)
+        parts: list[Any] = [dlopen_step(config, os_release, package_step(config, os_release))]
+        parts.append(kernel.result())
     parts.append(hostconfig.host_config(config))
     parts.append(Part(entries=tuple(files.extra_entries(config.root, config.extra_files))))
     # Generated entries (extras.py) see everything else, for the manifest and sysusers.d.
@@ -82,8 +87,8 @@ def filesystem_tools(config: Config, family: str) -> list[closure.Request]:
     if not (resource_dir() / path).exists():
         return []
     table = [line.split(None, 1) for line in read_list(path)]
-    if config.generic:
-        wanted = {fstype: "list" for fstype, _ in table}
+    if config.generic or not hostprobe.root_fs_known(config.root, config.procfs):
+        wanted = {fstype: "list" for fstype, _ in table}  # kmod.py warns when host-only cannot tell
     else:
         wanted = {t: f"fs {t}" for t, _why in hostprobe.initrd_filesystems(config.root, config.procfs)}
     out: dict[str, closure.Request] = {}
