@@ -8,7 +8,6 @@ generated /etc/initrd-release over the package's, say); that is logged, never si
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,12 +39,8 @@ def make_plan(config: Config) -> Plan:
     # host's configuration needs (loadkeys for a KEYMAP=); both no-ops for generic builds.
     config = hostconfig.with_host_packages(rootstack.with_host_profiles(config))
     os_release = osrelease.read_os_release(config.root)
-    # The kernel step waits on a subprocess (depmod) and on file reads: run it beside the package
-    # steps. Both only read the root; each returns its own part.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        kernel = pool.submit(kmod.plan_kernel, config)
-        parts: list[Any] = [dlopen_step(config, os_release, package_step(config, os_release))]
-        parts.append(kernel.result())
+    parts: list[Any] = [dlopen_step(config, os_release, package_step(config, os_release))]
+    parts.append(kmod.plan_kernel(config))
     parts.append(hostconfig.host_config(config))
     parts.append(Part(entries=tuple(files.extra_entries(config.root, config.extra_files))))
     # Generated entries (extras.py) see everything else, for the manifest and sysusers.d.
