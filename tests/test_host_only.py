@@ -47,9 +47,11 @@ def host(tmp: Path, fstype: str = "synfs", fstab: str = "", sys_modules: tuple[s
     for name in sys_modules:
         (sysfs / "module" / name).mkdir(parents=True)
     (procfs / "self").mkdir(parents=True)
-    (procfs / "self/mountinfo").write_text(f"27 1 0:99 / / rw,relatime - {fstype} /dev/root rw\n")
     etc = tmp / "root/etc"
     etc.mkdir(parents=True)
+    # The root directory is where the host's root is mounted, as a sysroot would be.
+    where = os.path.realpath(tmp / "root")
+    (procfs / "self/mountinfo").write_text(f"27 1 0:99 / {where} rw,relatime - {fstype} /dev/root rw\n")
     if fstab:
         (etc / "fstab").write_text(fstab)
     return Config(root=tmp / "root", generic=False, sysfs=sysfs, procfs=procfs)
@@ -65,7 +67,7 @@ def test_initrd_mounts_are_the_root_usr_and_x_initrd_mount_entries(tmp_path: Pat
     cfg = host(tmp_path, fstype="cz", fstab=FSTAB)
     got = list(initrd_filesystems(cfg.root, cfg.procfs))
     assert got == [
-        ("cz", "root: cz on /"),
+        ("cz", f"root: cz on / ({os.path.realpath(cfg.root)})"),
         ("synfs", "fstab: synfs on /"),
         ("cg", "fstab: cg on /srv data"),  # a list of types: each may be the one that mounts
     ]
@@ -73,13 +75,16 @@ def test_initrd_mounts_are_the_root_usr_and_x_initrd_mount_entries(tmp_path: Pat
 
 def test_no_fstab_means_the_running_root_alone(tmp_path: Path) -> None:
     cfg = host(tmp_path, fstype="xfs")
-    assert list(initrd_filesystems(cfg.root, cfg.procfs)) == [("xfs", "root: xfs on /")]
+    assert list(initrd_filesystems(cfg.root, cfg.procfs)) == [
+        ("xfs", f"root: xfs on / ({os.path.realpath(cfg.root)})")
+    ]
 
 
 def test_host_only_takes_the_file_systems_it_mounts_and_not_the_others(kroot: Path, tmp_path: Path) -> None:
     fstab = "UUID=1 / synfs defaults 0 1\n/dev/vda2 /usr cz ro 0 2\n/dev/vda3 /home cg defaults 0 2\n"
-    got = {m.name: m.reason for m in plan_kernel(kernel_config(kroot, host(tmp_path, fstab=fstab))).modules}
-    assert got["synfs"] == "root: synfs on /"
+    cfg = host(tmp_path, fstab=fstab)
+    got = {m.name: m.reason for m in plan_kernel(kernel_config(kroot, cfg)).modules}
+    assert got["synfs"] == f"root: synfs on / ({os.path.realpath(cfg.root)})"
     assert got["cz"] == "fstab: cz on /usr"
     assert got["czlib"] == "dependency of cz"
     assert "cg" not in got  # /home is mounted after the switch to the root
@@ -102,6 +107,15 @@ def test_fstab_tells_the_root_file_system_under_a_container_root(tmp_path: Path)
     cfg = host(tmp_path, fstype="overlay", fstab="UUID=1 / xfs defaults 0 1\n")
     assert root_fs_known(cfg.root, cfg.procfs)
     assert not root_fs_known(host(tmp_path / "b", fstype="overlay").root, cfg.procfs)
+
+
+def test_a_sysroot_that_is_only_a_directory_does_not_take_the_running_roots_file_system(
+    tmp_path: Path,
+) -> None:
+    cfg = host(tmp_path, fstype="xfs")
+    (cfg.procfs / "self/mountinfo").write_text("27 1 0:99 / / rw,relatime - xfs /dev/root rw\n")
+    assert list(initrd_filesystems(cfg.root, cfg.procfs)) == []  # / is the build machine's, not the root's
+    assert not root_fs_known(cfg.root, cfg.procfs)
 
 
 def test_host_modules_outside_the_boot_classes_stay_out(kroot: Path, tmp_path: Path) -> None:

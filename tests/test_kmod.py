@@ -157,7 +157,8 @@ def write_tree(part: KernelPart, dest: Path) -> None:
 # ---- host-only mode on a fixture sysfs/procfs ----
 
 
-def make_host(tmp: Path, *, crypt: bool = False) -> tuple[Path, Path]:
+def make_host(tmp: Path, *, crypt: bool = False, root: Path | None = None) -> tuple[Path, Path]:
+    """A host's /sys and /proc; with `root`, that directory is mounted too (as a sysroot would be)."""
     sysfs, procfs = tmp / "sys", tmp / "proc"
     pci = sysfs / "devices/pci0000:00"
     # A device whose modalias matches blk_a's alias.
@@ -186,16 +187,19 @@ def make_host(tmp: Path, *, crypt: bool = False) -> tuple[Path, Path]:
         (sysfs / "dev/block/253:0").symlink_to("../../devices/virtual/block/dm-0")
         devnum, source = "253:0", "/dev/mapper/root"
     (procfs / "self").mkdir(parents=True)
-    (procfs / "self/mountinfo").write_text(
+    mounts = (
         f"22 27 0:21 / /proc rw,relatime - proc proc rw\n27 1 {devnum} / / rw,relatime - synfs {source} rw\n"
     )
+    if root is not None:
+        mounts += f"28 27 {devnum} / {os.path.realpath(root)} rw,relatime - synfs {source} rw\n"
+    (procfs / "self/mountinfo").write_text(mounts)
     return sysfs, procfs
 
 
 def test_host_only_adds_root_fs_modalias_and_loaded_modules(root: Path, tmp_path: Path) -> None:
-    sysfs, procfs = make_host(tmp_path)
+    sysfs, procfs = make_host(tmp_path, root=root)
     got = reasons(plan_kernel(config(root, generic=False, sysfs=sysfs, procfs=procfs)))
-    assert got["synfs"] == "root: synfs on /"
+    assert got["synfs"] == f"root: synfs on / ({os.path.realpath(root)})"
     assert got["blk_a"] == (
         "modalias: /sys/devices/pci0000:00/0000:00:03.0 "
         "(pci:v00001234d00005678sv00000000sd00000000bc01sc08i02)"
@@ -206,7 +210,7 @@ def test_host_only_adds_root_fs_modalias_and_loaded_modules(root: Path, tmp_path
 
 def test_root_block_stack_names_the_disk_driver_and_bus(tmp_path: Path) -> None:
     sysfs, procfs = make_host(tmp_path)
-    assert Want(reason="root: synfs on /", module="synfs") in list(needed(tmp_path, sysfs, procfs))
+    assert Want(reason="root: synfs on /", module="synfs") in list(needed(Path("/"), sysfs, procfs))
     wants = list(root_needs(sysfs, procfs))
     assert (
         Want(reason="root: driver of /sys/devices/pci0000:00/0000:00:02.0/virtio1", module="virtio_blk")

@@ -98,13 +98,13 @@ class RootMount:
     source: str
 
 
-def root_mount(procfs: Path) -> RootMount | None:
-    """The mount at / from mountinfo (the last one wins when mounts are stacked)."""
+def root_mount(procfs: Path, where: str = "/") -> RootMount | None:
+    """The mount at `where` (/ by default) from mountinfo (the last one wins when mounts are stacked)."""
     found = None
     for line in read_attr(procfs / "self/mountinfo").splitlines():
         left, sep, right = line.partition(" - ")
         fields = left.split()
-        if not sep or len(fields) < 5 or fields[4] != "/":
+        if not sep or len(fields) < 5 or _fstab_unescape(fields[4]) != where:
             continue
         rfields = right.split()
         if len(rfields) >= 2:
@@ -206,10 +206,24 @@ def _fstab_unescape(field: str) -> str:
 
 def root_fs_known(root: Path, procfs: Path) -> bool:
     """Whether the root's own file system can be told: mounted as itself, or named by /etc/fstab."""
+    mount = root_mount(procfs, os.path.realpath(root))
+    if mount is not None and mount.fstype not in UNTELLING_ROOTS:
+        return True
     return any(
-        why.startswith(("root:", "fstab: ")) and why.endswith(" on /") and fstype not in UNTELLING_ROOTS
-        for fstype, why in initrd_filesystems(root, procfs)
+        t not in UNTELLING_ROOTS and t not in _NOT_FS
+        for where, types, _ in fstab_entries(root)
+        if where == "/"
+        for t in types
     )
+
+
+def fstab_entries(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """(mount point, types, options) of each line of the root's /etc/fstab."""
+    for line in read_attr(resolve_in_root(root, "/etc/fstab")).splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 3:
+            options = fields[3].split(",") if len(fields) > 3 else []
+            yield _fstab_unescape(fields[1]), fields[2].split(","), options
 
 
 def initrd_filesystems(root: Path, procfs: Path) -> Iterator[tuple[str, str]]:
@@ -217,21 +231,19 @@ def initrd_filesystems(root: Path, procfs: Path) -> Iterator[tuple[str, str]]:
 
     The root as mounted now (mountinfo), and from the root's /etc/fstab the entries systemd mounts
     in the initrd: /, /usr and anything marked x-initrd.mount. Each type once, the first reason wins.
+    For a --root other than /, the mount at that directory, if it is one (a sysroot that is only a
+    directory, as in a build root, tells nothing; the running system's / is not the target's).
     """
     seen: set[str] = set()
-    mount = root_mount(procfs)
+    where = os.path.realpath(root)
+    mount = root_mount(procfs, where)
     if mount is not None and mount.fstype not in _NOT_FS:
         seen.add(mount.fstype)
-        yield mount.fstype, f"root: {mount.fstype} on /"
-    for line in read_attr(resolve_in_root(root, "/etc/fstab")).splitlines():
-        fields = line.split("#", 1)[0].split()
-        if len(fields) < 3:
+        yield mount.fstype, f"root: {mount.fstype} on /" + ("" if where == "/" else f" ({where})")
+    for point, types, options in fstab_entries(root):
+        if point not in ("/", "/usr") and "x-initrd.mount" not in options:
             continue
-        where, fstype = _fstab_unescape(fields[1]), fields[2]
-        options = fields[3].split(",") if len(fields) > 3 else []
-        if where not in ("/", "/usr") and "x-initrd.mount" not in options:
-            continue
-        for t in fstype.split(","):  # fstab allows a list of types to try
+        for t in types:  # fstab allows a list of types to try
             if t not in _NOT_FS and t not in seen:
                 seen.add(t)
-                yield t, f"fstab: {t} on {where}"
+                yield t, f"fstab: {t} on {point}"

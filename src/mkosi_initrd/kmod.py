@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -206,7 +207,7 @@ def select_modules(config: Config, index: KernelIndex) -> Selection:
         if hostprobe.root_fs_known(config.root, config.procfs):
             omit = host_only_omit()
         else:
-            mount = hostprobe.root_mount(config.procfs)
+            mount = hostprobe.root_mount(config.procfs, os.path.realpath(config.root))
             log.warning(
                 "host-only: the root's file system cannot be told (/ is %s, and /etc/fstab has no line "
                 "for it), so every file system of the default list is kept; add / to /etc/fstab, or use "
