@@ -120,8 +120,7 @@ def _listing(d: Path, content_only: bool = False) -> list[Any]:
 
 
 def code_state() -> list[Any]:
-    """Our own code and data files, by signature: a changed rule or list must rebuild. Any write,
-    reinstall (a new inode) or edit changes one; stat()ing ~90 files costs a fifth of reading them."""
+    """Our own code and data files, by content: a changed rule or list must rebuild."""
     h = hashlib.sha256(__version__.encode())
     for dirpath, dirnames, filenames in os.walk(_PACKAGE_DIR):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
@@ -129,7 +128,9 @@ def code_state() -> list[Any]:
             if name.endswith((".pyc", ".pyo")):
                 continue
             p = os.path.join(dirpath, name)
-            h.update(f"{os.path.relpath(p, _PACKAGE_DIR)}\0{sig(p)}\0".encode())
+            h.update(os.path.relpath(p, _PACKAGE_DIR).encode() + b"\0")
+            with open(p, "rb") as f:
+                h.update(f.read())
     return [__version__, h.hexdigest()]
 
 

@@ -184,10 +184,8 @@ def _host_wants(config: Config, index: KernelIndex) -> list[hostprobe.Want]:
 
     def boot_class(name: str) -> bool:
         rel = index.paths.get(normalize(name))
-        if rel is None:
-            return False  # built in, or not in this kernel: nothing to add
-        p = classes.decide(module_key(strip_module_suffix(rel)))
-        return p is not None and p.include
+        # A built-in module, or one not in this kernel, adds nothing.
+        return rel is not None and _included(classes, module_key(strip_module_suffix(rel)))
 
     for want in hostprobe.used(config.sysfs):
         if want.module:
@@ -202,18 +200,7 @@ def select_modules(config: Config, index: KernelIndex) -> Selection:
     patterns = patterns_for(config)
     _check_user_patterns(index, patterns)
     pset = PatternSet(patterns)
-    omit = None
-    if not config.generic:
-        if hostprobe.root_fs_known(config.root, config.procfs):
-            omit = host_only_omit()
-        else:
-            mount = hostprobe.root_mount(config.procfs, os.path.realpath(config.root))
-            log.warning(
-                "host-only: the root's file system cannot be told (/ is %s, and /etc/fstab has no line "
-                "for it), so every file system of the default list is kept; add / to /etc/fstab, or use "
-                "--generic",
-                mount.fstype if mount else "not in mountinfo",
-            )
+    omit = _host_only_omit(config)
     excluded: set[str] = set()
     chosen: list[tuple[str, str]] = []
     for name, key, _builtin in _keys(index):
@@ -222,7 +209,7 @@ def select_modules(config: Config, index: KernelIndex) -> Selection:
             continue
         if not p.include:
             excluded.add(name)
-        elif p.source == "listed" and omit is not None and _omitted(omit, key):
+        elif p.source == "listed" and omit is not None and _included(omit, key):
             continue  # the host probes add it back if this host needs it
         else:
             chosen.append((name, p.reason))
@@ -230,8 +217,23 @@ def select_modules(config: Config, index: KernelIndex) -> Selection:
     return close(index, sorted(chosen), wants, excluded)
 
 
-def _omitted(omit: PatternSet, key: str) -> bool:
-    p = omit.decide(key)
+def _host_only_omit(config: Config) -> PatternSet | None:
+    """The omit list for a host-only build whose root's file system is known; else None (all kept)."""
+    if config.generic:
+        return None
+    if hostprobe.root_fs_known(config.root, config.procfs):
+        return host_only_omit()
+    mount = hostprobe.root_mount(config.procfs, os.path.realpath(config.root))
+    log.warning(
+        "host-only: the root's file system cannot be told (/ is %s, and /etc/fstab has no line for it), "
+        "so every file system of the default list is kept; add / to /etc/fstab, or use --generic",
+        mount.fstype if mount else "not in mountinfo",
+    )
+    return None
+
+
+def _included(pset: PatternSet, key: str) -> bool:
+    p = pset.decide(key)
     return p is not None and p.include
 
 
