@@ -24,6 +24,7 @@ from mkosi_initrd.hostprobe import initrd_filesystems, root_fs_known
 from mkosi_initrd.kmod import plan_kernel
 from mkosi_initrd.plan import Plan
 from mkosi_initrd.planner import make_plan
+from mkosi_initrd.rootstack import with_host_profiles
 
 FSTAB = """\
 # comment line
@@ -116,6 +117,21 @@ def test_a_sysroot_that_is_only_a_directory_does_not_take_the_running_roots_file
     (cfg.procfs / "self/mountinfo").write_text("27 1 0:99 / / rw,relatime - xfs /dev/root rw\n")
     assert list(initrd_filesystems(cfg.root, cfg.procfs)) == []  # / is the build machine's, not the root's
     assert not root_fs_known(cfg.root, cfg.procfs)
+
+
+def test_a_sysroot_that_is_only_a_directory_takes_no_profiles_from_the_running_system(
+    tmp_path: Path,
+) -> None:
+    sysfs = tmp_path / "sys"
+    md = sysfs / "devices/virtual/block/md0"
+    (md / "md").mkdir(parents=True)
+    (md / "md/level").write_text("raid1\n")
+    (sysfs / "dev/block").mkdir(parents=True)
+    (sysfs / "dev/block/9:0").symlink_to("../../devices/virtual/block/md0")
+    cfg = replace(host(tmp_path, fstype="ext4"), sysfs=sysfs)
+    (cfg.procfs / "self/mountinfo").write_text("27 1 9:0 / / rw,relatime - ext4 /dev/md0 rw\n")
+    assert with_host_profiles(replace(cfg, root=Path("/"))).profiles == ("raid",)  # the running root
+    assert with_host_profiles(cfg).profiles == ()  # a directory: the running root is not its root
 
 
 def test_host_modules_outside_the_boot_classes_stay_out(kroot: Path, tmp_path: Path) -> None:

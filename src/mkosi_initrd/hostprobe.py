@@ -172,7 +172,7 @@ def needed(root: Path, sysfs: Path, procfs: Path) -> Iterator[Want]:
     for fstype, reason in initrd_filesystems(root, procfs):
         yield Want(reason=reason, module=fstype)
         yield Want(reason=reason, modalias=f"fs-{fstype}")
-    yield from root_needs(sysfs, procfs)
+    yield from root_needs(sysfs, procfs, os.path.realpath(root))
 
 
 def used(sysfs: Path) -> Iterator[Want]:
@@ -181,9 +181,10 @@ def used(sysfs: Path) -> Iterator[Want]:
     yield from device_modaliases(sysfs)
 
 
-def root_needs(sysfs: Path, procfs: Path) -> Iterator[Want]:
-    """The modules the root's block stack is made of (its file system: initrd_filesystems)."""
-    mount = root_mount(procfs)
+def root_needs(sysfs: Path, procfs: Path, where: str = "/") -> Iterator[Want]:
+    """The modules the block stack of the root mounted at `where` is made of (its file system:
+    initrd_filesystems)."""
+    mount = root_mount(procfs, where)
     if mount is None:
         return
     sysfs = Path(os.path.realpath(sysfs))  # compared with resolved links below

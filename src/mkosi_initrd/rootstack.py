@@ -58,8 +58,9 @@ class RootStack:
         return tuple(out.items())
 
 
-def detect(sysfs: Path, procfs: Path) -> RootStack | None:
-    mount = root_mount(procfs)
+def detect(sysfs: Path, procfs: Path, where: str = "/") -> RootStack | None:
+    """The stack of the root mounted at `where` (a --root directory that is no mount has none)."""
+    mount = root_mount(procfs, where)
     if mount is None:
         return None
     sysfs = Path(os.path.realpath(sysfs))
@@ -74,7 +75,7 @@ def with_host_profiles(config: Config) -> Config:
     """The config with the profiles the host's root stack needs added (host-only builds only)."""
     if config.generic:
         return config
-    stack = detect(config.sysfs, config.procfs)
+    stack = detect(config.sysfs, config.procfs, os.path.realpath(config.root))
     if stack is None:
         return config
     added = [(p, why) for p, why in stack.profiles() if p not in config.profiles]
