@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from elftools.elf.elffile import ELFFile
 
 # pyelftools is imported where an ELF file is parsed: most builds find no file carrying a note
-# (the mmap pre-check below), and its import is a fifth of the planner's.
+# (the section-name pre-check below), and its import is a fifth of the planner's.
 
 NOTE_TYPE = 0x407C0C0A
 NOTE_OWNER = "FDO"
