@@ -144,9 +144,9 @@ def test_file_entries_keep_types_modes_links_and_sources(db: RpmDB) -> None:
 
 def test_database_paths_are_canonicalised_inside_the_root(tmp_path: Path, db: RpmDB) -> None:
     # A database entry under /bin (a symlink to usr/bin in the root) lands at /usr/bin, once.
-    from mkosi_initrd.files import _Canon
+    from mkosi_initrd.rootfs import CanonicalPaths
 
-    canon = _Canon(db.root)
+    canon = CanonicalPaths(db.root)
     assert canon("/bin/bash") == "/usr/bin/bash"
     assert canon("/bin") == "/bin"
     assert canon("/lib64/libfx.so.1") == "/usr/lib64/libfx.so.1"

@@ -22,7 +22,7 @@ from mkosi_initrd.closure import Chosen
 from mkosi_initrd.log import log
 from mkosi_initrd.pkgdb import FileEntry, FileFlag, Package, PackageDB
 from mkosi_initrd.plan import Entry
-from mkosi_initrd.rootfs import resolve_in_root
+from mkosi_initrd.rootfs import CanonicalPaths, resolve_in_root
 
 DOC_DIRS = (
     "/usr/share/doc",
@@ -74,29 +74,13 @@ def foreign_locale(path: str, lang: str) -> bool:
     return False
 
 
-class _Canon:
-    """Canonical paths inside the root: parent directories resolved, the last component kept."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._parents: dict[str, str] = {"": ""}
-
-    def __call__(self, path: str) -> str:
-        parent, _, base = path.rpartition("/")
-        canon = self._parents.get(parent)
-        if canon is None:
-            rel = resolve_in_root(self.root, parent or "/").relative_to(self.root).as_posix()
-            canon = self._parents[parent] = "" if rel == "." else "/" + rel
-        return f"{canon}/{base}"
-
-
 class FileSelector:
     def __init__(self, root: Path, db: PackageDB, remove_globs: Iterable[str]) -> None:
         self.root = root
         self.rootstr = str(root).rstrip("/")
         self.db = db
         self.removed = glob_matcher(remove_globs)
-        self.canon = _Canon(root)
+        self.canon = CanonicalPaths(root)
         self.seen: set[str] = set()
         self.warnings: list[str] = []
 

@@ -38,7 +38,7 @@ from mkosi_initrd.modpattern import Pattern, PatternSet, compile_pattern, matche
 from mkosi_initrd.modregen import regenerate
 from mkosi_initrd.plan import Entry, FirmwareChoice, ModuleChoice
 from mkosi_initrd.resources import read_list, resource_dir
-from mkosi_initrd.rootfs import resolve_in_root
+from mkosi_initrd.rootfs import CanonicalPaths, resolve_in_root
 
 MODULES_DIR = "/usr/lib/modules"
 
@@ -282,10 +282,12 @@ def _module_entries(config: Config, index: KernelIndex, selection: Selection) ->
             entries.setdefault(d, Entry(path=d, mode=stat.S_IFDIR | 0o755, origin="kernel"))
 
     sources: list[tuple[str, Path | bytes]] = []
-    host_path = _InRoot(config.root, kdir)
+    canon = CanonicalPaths(config.root)  # each module directory resolved once, not per module
     for name in sorted(selection.modules):
         rel = index.paths[name]
-        source = host_path(rel)
+        source = config.root / canon(f"{kdir}/{rel}").lstrip("/")
+        if source.is_symlink():
+            source = resolve_in_root(config.root, f"{kdir}/{rel}")
         try:
             st = source.stat()
         except OSError as e:
@@ -310,23 +312,6 @@ def _module_entries(config: Config, index: KernelIndex, selection: Selection) ->
             path=path, mode=stat.S_IFREG | 0o644, data=data, size=len(data), origin="kernel"
         )
     return [entries[p] for p in sorted(entries)]
-
-
-class _InRoot:
-    """resolve_in_root for many files below one directory: each directory is resolved once (a module
-    path has ~8 components, each an lstat), and a file is resolved in full only if it is a symlink."""
-
-    def __init__(self, root: Path, top: str) -> None:
-        self.root, self.top = root, top
-        self.dirs: dict[str, Path] = {}
-
-    def __call__(self, rel: str) -> Path:
-        d, _, base = rel.rpartition("/")
-        host_dir = self.dirs.get(d)
-        if host_dir is None:
-            host_dir = self.dirs[d] = resolve_in_root(self.root, f"{self.top}/{d}")
-        path = host_dir / base
-        return resolve_in_root(self.root, f"{self.top}/{rel}") if path.is_symlink() else path
 
 
 def firmware_wants(index: KernelIndex, selection: Selection) -> list[tuple[str, str]]:

@@ -35,3 +35,20 @@ def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
             continue
         resolved.append(part)
     return root.joinpath(*resolved)
+
+
+class CanonicalPaths:
+    """Canonical paths inside the root: parent directories resolved (each once), the last component
+    kept. For the many files of a package or a kernel's module tree."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._parents: dict[str, str] = {"": ""}
+
+    def __call__(self, path: str) -> str:
+        parent, _, base = path.rpartition("/")
+        canon = self._parents.get(parent)
+        if canon is None:
+            rel = resolve_in_root(self.root, parent or "/").relative_to(self.root).as_posix()
+            canon = self._parents[parent] = "" if rel == "." else "/" + rel
+        return f"{canon}/{base}"
