@@ -10,7 +10,8 @@ whether the guest reached the root's marker. Sizes are only comparable between i
 `--dracut-add-drivers` adds dracut's host-only with those drivers, to see what it needs to boot this
 machine when it cannot probe it (a container without /proc/modules falls back to a set of input and
 watchdog drivers, no disk driver). `--dracut-same-modules` adds dracut's host-only with exactly our
-image's modules (`--add-drivers`) and its crypt module: the closest dracut gets to our coverage.
+image's modules (`--drivers`: those and their dependencies, instead of dracut's own choice) and its
+crypt module: the same boot coverage as ours, so the sizes compare user space alone.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
             *DRACUT_HOSTONLY,
             "--add",
             "crypt",
-            "--add-drivers",
+            "--drivers",
             same,
             "--kver",
             k,

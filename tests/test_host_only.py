@@ -191,6 +191,13 @@ def test_networkd_only_with_the_network_profile(tmp_path: Path) -> None:
     assert "/usr/lib/systemd/network/99-default.link" in without  # udev's naming rules stay
 
 
+def test_files_nothing_in_an_initrd_reads_are_left_out(tmp_path: Path) -> None:
+    paths = [e.path for e in host_plan(tmp_path, "ext4", "--generic").entries]
+    assert any(p.startswith("/usr/lib/systemd/") for p in paths)
+    dead = ("/usr/share/bash-completion/", "/usr/share/zsh/", "/usr/share/initramfs-tools/")
+    assert [p for p in paths if p.startswith(dead)] == []
+
+
 # --- every removal list together: no program loses a library it needs
 
 
