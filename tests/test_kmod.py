@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from fixtures.kernel import SYN_KVER, synthetic_kernel_root
+from mkosi_initrd import modregen
 from mkosi_initrd.config import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.hostprobe import Want, needed, root_needs
-from mkosi_initrd.kmod import KernelPart, close, plan_kernel
+from mkosi_initrd.kmod import KernelPart, close, plan_kernel, start_kernel
 from mkosi_initrd.modindex import load_index
+from mkosi_initrd.planner import make_plan
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +135,33 @@ def test_regenerated_index_lets_modprobe_resolve_the_subset(root: Path, tmp_path
         f"insmod {kdir}/kernel/drivers/block/blk-a.ko ",
     ]
     assert "czlib.ko.xz" in modprobe(tmp_path, "--show-depends", "cz")
+
+
+def test_a_failing_package_step_leaves_no_depmod_run_behind(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The planner starts depmod before the package step; a root without a package database fails
+    # there, and the depmod scratch tree must be gone with the error.
+    own = tmp_path / "root"
+    shutil.copytree(root, own, symlinks=True)
+    (own / "etc/os-release").write_text("ID=debian\n")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(modregen, "_scratch_dir", lambda: str(scratch))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(InitrdError, match="package database"):
+            make_plan(config(own))
+        gc.collect()
+    # Cleaned up by the planner, not by the garbage collector's finalizers (they warn).
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert list(scratch.iterdir()) == []
+
+
+def test_the_index_of_a_started_kernel_part_is_the_same_as_a_finished_one(root: Path) -> None:
+    pending = start_kernel(config(root, modules=("blk-a", "cz")))
+    assert not any(e.path.endswith("/modules.dep") for e in pending.part.entries)
+    assert pending.result() == plan_kernel(config(root, modules=("blk-a", "cz")))
 
 
 def modprobe(tree: Path, *args: str) -> str:

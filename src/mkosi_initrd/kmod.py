@@ -1,6 +1,7 @@
 """The kernel's part of the plan: which modules and firmware go in, why, and their archive entries.
 
     plan_kernel(config) -> KernelPart
+    start_kernel(config) -> PendingKernel   (the same, with depmod still running: .result(), .cancel())
 
 1. patterns: the default list (resources/modules/default.list), the profiles' lists, then the user's
    (config.modules; last match wins, so users can exclude what a list includes);
@@ -20,6 +21,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -35,7 +37,7 @@ from mkosi_initrd.log import log
 from mkosi_initrd.modindex import KernelIndex, load_index, normalize, strip_module_suffix
 from mkosi_initrd.modinfo import COMPRESSED_SUFFIXES, ModInfo, decompress, parse_softdep, read_modinfo
 from mkosi_initrd.modpattern import Pattern, PatternSet, compile_pattern, matches, module_key
-from mkosi_initrd.modregen import regenerate
+from mkosi_initrd.modregen import Regeneration
 from mkosi_initrd.plan import Entry, FirmwareChoice, ModuleChoice
 from mkosi_initrd.resources import read_list, resource_dir
 from mkosi_initrd.rootfs import CanonicalPaths, resolve_in_root
@@ -271,16 +273,19 @@ def stored_path(rel: str) -> str:
     return rel[: -len(".gz")] if rel.endswith(".ko.gz") else rel
 
 
-def _module_entries(config: Config, index: KernelIndex, selection: Selection) -> list[Entry]:
+def _dirs(entries: dict[str, Entry], path: str) -> None:
+    parts = path.split("/")
+    for i in range(4, len(parts)):  # /usr/lib/modules and below
+        d = "/".join(parts[:i])
+        entries.setdefault(d, Entry(path=d, mode=stat.S_IFDIR | 0o755, origin="kernel"))
+
+
+def _module_entries(
+    config: Config, index: KernelIndex, selection: Selection
+) -> tuple[dict[str, Entry], list[tuple[str, Path | bytes]]]:
+    """The module files' entries (with their directories), and depmod's input: (relpath, source)."""
     kdir = f"{MODULES_DIR}/{index.kver}"
     entries: dict[str, Entry] = {}
-
-    def dirs(path: str) -> None:
-        parts = path.split("/")
-        for i in range(4, len(parts)):  # /usr/lib/modules and below
-            d = "/".join(parts[:i])
-            entries.setdefault(d, Entry(path=d, mode=stat.S_IFDIR | 0o755, origin="kernel"))
-
     sources: list[tuple[str, Path | bytes]] = []
     canon = CanonicalPaths(config.root)  # each module directory resolved once, not per module
     for name in sorted(selection.modules):
@@ -296,7 +301,7 @@ def _module_entries(config: Config, index: KernelIndex, selection: Selection) ->
                 hint=f"reinstall the kernel's modules, or run 'depmod {index.kver}' in the root",
             ) from e
         path = f"{kdir}/{stored_path(rel)}"
-        dirs(path)
+        _dirs(entries, path)
         mode = stat.S_IFREG | (st.st_mode & 0o777)
         if stored_path(rel) != rel:
             data = decompress(source.read_bytes())
@@ -305,13 +310,17 @@ def _module_entries(config: Config, index: KernelIndex, selection: Selection) ->
         else:
             entries[path] = Entry(path=path, mode=mode, source=source, size=st.st_size, origin="kernel")
             sources.append((rel, source))
-    for fname, data in sorted(regenerate(index.moddir, index.kver, sources).items()):
-        path = f"{kdir}/{fname}"
-        dirs(path)
-        entries[path] = Entry(
-            path=path, mode=stat.S_IFREG | 0o644, data=data, size=len(data), origin="kernel"
-        )
-    return [entries[p] for p in sorted(entries)]
+    return entries, sources
+
+
+def _index_entries(kver: str, index_files: dict[str, bytes]) -> dict[str, Entry]:
+    entries: dict[str, Entry] = {}
+    for fname, data in sorted(index_files.items()):
+        path = f"{MODULES_DIR}/{kver}/{fname}"
+        _dirs(entries, path)
+        mode = stat.S_IFREG | 0o644
+        entries[path] = Entry(path=path, mode=mode, data=data, size=len(data), origin="kernel")
+    return entries
 
 
 def firmware_wants(index: KernelIndex, selection: Selection) -> list[tuple[str, str]]:
@@ -351,7 +360,28 @@ def add_config_softdeps(index: KernelIndex, root: Path) -> None:
                 index.softdeps[normalize(words[1])] = (old_pre + tuple(pre), old_post + tuple(post))
 
 
+@dataclass(frozen=True)
+class PendingKernel:
+    """The kernel's part with the subset's module index still being written by depmod."""
+
+    part: KernelPart  # without the index files
+    regeneration: Regeneration
+
+    def result(self) -> KernelPart:
+        index = _index_entries(self.regeneration.kver, self.regeneration.result())
+        entries = {e.path: e for e in self.part.entries} | index
+        return dataclasses.replace(self.part, entries=tuple(entries[p] for p in sorted(entries)))
+
+    def cancel(self) -> None:
+        self.regeneration.cancel()
+
+
 def plan_kernel(config: Config) -> KernelPart:
+    return start_kernel(config).result()
+
+
+def start_kernel(config: Config) -> PendingKernel:
+    """Select modules and firmware, and start depmod on the subset (it runs while the caller goes on)."""
     kdir = resolve_in_root(config.root, f"{MODULES_DIR}/{config.kver}")
     index = load_index(kdir, config.kver)
     add_config_softdeps(index, config.root)
@@ -363,12 +393,13 @@ def plan_kernel(config: Config) -> KernelPart:
         ModuleChoice(name=name, path=stored_path(index.paths[name]), reason=reason)
         for name, reason in sorted(selection.modules.items(), key=lambda kv: index.paths[kv[0]])
     )
-    entries = _module_entries(config, index, selection) + list(fw.entries)
-    return KernelPart(
+    entries, sources = _module_entries(config, index, selection)
+    part = KernelPart(
         modules=modules,
         firmware=fw.choices,
         missing_firmware=fw.missing,
-        entries=tuple(sorted(entries, key=lambda e: e.path)),
+        entries=(*entries.values(), *fw.entries),
         warnings=selection.warnings + fw.warnings,
         builtin=tuple(sorted(selection.builtin)),
     )
+    return PendingKernel(part, Regeneration(index.moddir, index.kver, sources))

@@ -39,8 +39,15 @@ def make_plan(config: Config) -> Plan:
     # host's configuration needs (loadkeys for a KEYMAP=); both no-ops for generic builds.
     config = hostconfig.with_host_packages(rootstack.with_host_profiles(config))
     os_release = osrelease.read_os_release(config.root)
-    parts: list[Any] = [dlopen_step(config, os_release, package_step(config, os_release))]
-    parts.append(kmod.plan_kernel(config))
+    # The kernel first: depmod then writes the subset's module index on another core while the
+    # packages are planned.
+    kernel = kmod.start_kernel(config)
+    try:
+        parts: list[Any] = [dlopen_step(config, os_release, package_step(config, os_release))]
+        parts.append(kernel.result())
+    except BaseException:
+        kernel.cancel()
+        raise
     parts.append(hostconfig.host_config(config))
     parts.append(Part(entries=tuple(files.extra_entries(config.root, config.extra_files))))
     # Generated entries (extras.py) see everything else, for the manifest and sysusers.d.
