@@ -6,6 +6,7 @@ Synthetic kernel (fixtures.kernel) for the module rules, the host's own dpkg roo
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from mkosi_initrd.config import Config
 from mkosi_initrd.elfnotes import LIBDIRS, needed
 from mkosi_initrd.hostprobe import initrd_filesystems, root_fs_known
 from mkosi_initrd.kmod import plan_kernel
-from mkosi_initrd.plan import Plan
+from mkosi_initrd.plan import Entry, Plan
 from mkosi_initrd.planner import make_plan
 from mkosi_initrd.rootstack import with_host_profiles
 
@@ -255,3 +256,60 @@ def missing_libraries(plan: Plan) -> list[str]:
 def test_every_library_a_program_in_the_initrd_needs_is_in_it(tmp_path: Path, args: tuple[str, ...]) -> None:
     plan = host_plan(tmp_path, "ext4", *args)
     assert missing_libraries(plan) == []
+
+
+# --- udev rules: every program a rule runs is in the initrd
+
+_UDEV_PROGRAM = re.compile(r'\b(?:RUN(?:\{program\})?|PROGRAM|IMPORT\{program\})\s*\+?=\s*"([^"]*)"')
+
+
+def resolve(paths: dict[str, Entry], path: str, depth: int = 0) -> str | None:
+    """`path` in the plan with every symlink followed, intermediate ones too (/sbin → usr/sbin)."""
+    parts = path.strip("/").split("/")
+    for i in range(len(parts)):
+        here = "/" + "/".join(parts[: i + 1])
+        e = paths.get(here)
+        if e is None or depth > 20:
+            return None
+        if e.is_symlink:
+            target = e.linkto if e.linkto.startswith("/") else f"{os.path.dirname(here)}/{e.linkto}"
+            rest = "/".join(parts[i + 1 :])
+            return resolve(paths, os.path.normpath(f"{target}/{rest}" if rest else target), depth + 1)
+    return "/" + "/".join(parts)
+
+
+def rule_programs(plan: Plan) -> list[tuple[str, str]]:
+    """(rules file, program) for each RUN/PROGRAM/IMPORT{program} of the initrd's udev rules."""
+    out = []
+    for e in plan.entries:
+        if not e.path.endswith(".rules") or "/udev/rules.d/" not in e.path or e.is_symlink:
+            continue
+        text = e.data.decode() if e.data is not None else Path(str(e.source)).read_text(errors="replace")
+        for line in text.splitlines():
+            if line.lstrip().startswith("#"):
+                continue
+            for value in _UDEV_PROGRAM.findall(line):
+                program = value.split()[0] if value.split() else ""
+                if program and "$" not in program and "%" not in program:
+                    # udev runs a relative program name from its own directory
+                    out.append((e.path, program if program.startswith("/") else f"/usr/lib/udev/{program}"))
+    return out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("--generic",),
+        ("--generic", *(a for p in ("lvm", "raid", "nfs", "network") for a in ("--profile", p))),
+    ],
+    ids=["host-only", "generic", "generic-with-profiles"],
+)
+def test_every_program_a_udev_rule_in_the_initrd_runs_is_in_it(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    plan = host_plan(tmp_path, "ext4", *args)
+    paths = {e.path: e for e in plan.entries}
+    programs = rule_programs(plan)
+    assert any(p.endswith("/ata_id") for _, p in programs)  # the rules were read
+    assert [f"{rules} runs {p}" for rules, p in programs if resolve(paths, p) is None] == []
