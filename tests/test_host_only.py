@@ -218,22 +218,23 @@ def runpath(path: Path, origin: str) -> list[str]:
     return [d.replace("$ORIGIN", origin) for p in paths for d in p.split(":")]
 
 
+def resolve(paths: dict[str, Entry], path: str, depth: int = 0) -> str | None:
+    """`path` in the plan with every symlink followed, intermediate ones too (/sbin → usr/sbin)."""
+    parts = path.strip("/").split("/")
+    for i in range(len(parts)):
+        here = "/" + "/".join(parts[: i + 1])
+        e = paths.get(here)
+        if e is None or depth > 20:
+            return None
+        if e.is_symlink:
+            target = e.linkto if e.linkto.startswith("/") else f"{os.path.dirname(here)}/{e.linkto}"
+            rest = "/".join(parts[i + 1 :])
+            return resolve(paths, os.path.normpath(f"{target}/{rest}" if rest else target), depth + 1)
+    return "/" + "/".join(parts)
+
+
 def missing_libraries(plan: Plan) -> list[str]:
     paths = {e.path: e for e in plan.entries}
-
-    def present(path: str, depth: int = 0) -> bool:
-        e = paths.get(path)
-        if e is None or depth > 10:
-            return False
-        if e.is_symlink:
-            target = (
-                e.linkto
-                if e.linkto.startswith("/")
-                else os.path.normpath(f"{os.path.dirname(path)}/{e.linkto}")
-            )
-            return present(target, depth + 1)
-        return True
-
     # A soname some other object of the process already loaded is found by name (libsystemd-core
     # needs libsystemd-shared, which systemd's RUNPATH brought in).
     sonames = {os.path.basename(p) for p in paths}
@@ -243,7 +244,7 @@ def missing_libraries(plan: Plan) -> list[str]:
             continue
         dirs = [*runpath(Path(e.source), os.path.dirname(e.path)), *LIBDIRS]
         for soname in needed(Path(e.source)):
-            if not any(present(f"{d}/{soname}") for d in dirs) and soname not in sonames:
+            if not any(resolve(paths, f"{d}/{soname}") for d in dirs) and soname not in sonames:
                 out.append(f"{e.path} needs {soname}")
     return out
 
@@ -261,21 +262,6 @@ def test_every_library_a_program_in_the_initrd_needs_is_in_it(tmp_path: Path, ar
 # --- udev rules: every program a rule runs is in the initrd
 
 _UDEV_PROGRAM = re.compile(r'\b(?:RUN(?:\{program\})?|PROGRAM|IMPORT\{program\})\s*\+?=\s*"([^"]*)"')
-
-
-def resolve(paths: dict[str, Entry], path: str, depth: int = 0) -> str | None:
-    """`path` in the plan with every symlink followed, intermediate ones too (/sbin → usr/sbin)."""
-    parts = path.strip("/").split("/")
-    for i in range(len(parts)):
-        here = "/" + "/".join(parts[: i + 1])
-        e = paths.get(here)
-        if e is None or depth > 20:
-            return None
-        if e.is_symlink:
-            target = e.linkto if e.linkto.startswith("/") else f"{os.path.dirname(here)}/{e.linkto}"
-            rest = "/".join(parts[i + 1 :])
-            return resolve(paths, os.path.normpath(f"{target}/{rest}" if rest else target), depth + 1)
-    return "/" + "/".join(parts)
 
 
 def rule_programs(plan: Plan) -> list[tuple[str, str]]:
