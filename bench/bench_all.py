@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchkernel import bench_kernel
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -146,16 +148,12 @@ def machine() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-k", "--kver", default=platform.release())
+    ap.add_argument("-k", "--kver", help="kernel version (default: the tests' kernel, the newest installed)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--skip-dracut", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
-    if not Path(f"/usr/lib/modules/{args.kver}/modules.dep").exists():
-        kvers = sorted(p.parent.name for p in Path("/usr/lib/modules").glob("*/modules.dep"))
-        if len(kvers) != 1:
-            sys.exit(f"kernel {args.kver} is not installed; use -k (installed: {' '.join(kvers)})")
-        args.kver = kvers[0]
+    args.kver = bench_kernel(args.kver).kver
     dracut = not args.skip_dracut and shutil.which("dracut") is not None
     todo = cases(args.kver, dracut)
     times: dict[str, list[float]] = {c.name: [] for c in todo}

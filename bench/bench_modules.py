@@ -5,7 +5,7 @@ Also measures the choices documented in the code:
 - index regeneration with depmod over a symlink tree (modregen.py);
 - compressed modules: storing .ko.xz as shipped vs decompressing once, inside a zstd-3 image.
 
-    /work/venv/bin/python bench/bench_modules.py [--root /] [--kver 6.1.0-56-amd64]
+    .venv/bin/python bench/bench_modules.py [--root /] [--kver KVER]   (default: the tests' kernel)
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import lzma
-import platform
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import TypeVar
 import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-
+from benchkernel import bench_kernel  # noqa: E402
 from mkosi_initrd import kmod  # noqa: E402
 from mkosi_initrd.config import Config  # noqa: E402
 from mkosi_initrd.firmware import FirmwarePart, select_firmware  # noqa: E402
@@ -48,11 +47,11 @@ def timed(fn: Callable[[], T], runs: int = 5) -> tuple[float, T]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", type=Path, default=Path("/"))
-    ap.add_argument("--kver", default=platform.release())
+    ap.add_argument("--kver")
     args = ap.parse_args()
-    kver = args.kver
-    if not (args.root / "usr/lib/modules" / kver / "modules.dep").exists():
-        kver = "6.1.0-56-amd64"
+    kver = args.kver if args.root != Path("/") else bench_kernel(args.kver).kver
+    if not kver:
+        sys.exit("--kver is needed with --root")
     config = Config(root=args.root, kver=kver, generic=True)
     moddir = args.root / "usr/lib/modules" / kver
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchkernel import bench_kernel
 from mkosi_initrd import uki
 from mkosi_initrd.config import Config
 
@@ -73,7 +74,7 @@ def main() -> int:
     ap.add_argument("--kernel", type=Path)
     ap.add_argument("--initrd", type=Path)
     args = ap.parse_args()
-    kernel = args.kernel or max(Path("/boot").glob("vmlinuz-*"))
+    kernel = args.kernel or bench_kernel().image
     kver = uki.detect_uname(kernel.read_bytes()) or ""
     initrd = args.initrd or Path(f"/boot/initrd.img-{kver}")
     config = Config(root=Path("/"), kver=kver)

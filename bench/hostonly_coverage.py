@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "src")]
 
+from benchkernel import bench_kernel  # noqa: E402
 from boot import disks  # noqa: E402
 from boot.qemu import boot  # noqa: E402
 
@@ -87,12 +88,13 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-k", "--kver", default=os.uname().release)
+    ap.add_argument("-k", "--kver", help="kernel version (default: the tests' kernel, the newest installed)")
     ap.add_argument("--timeout", type=int, default=240)
     ap.add_argument("--dracut-add-drivers", default="")
     ap.add_argument("--dracut-same-modules", action="store_true")
     args = ap.parse_args()
-    kernel = Path(f"/boot/vmlinuz-{args.kver}")
+    host = bench_kernel(args.kver)
+    args.kver, kernel = host.kver, host.image
     root = disks.marker_root("ext4")
     cmdline = f"root=UUID={disks.ROOT_UUID} ro"
     with tempfile.TemporaryDirectory(prefix="mkosi-initrd-coverage-") as tmp:

@@ -1,8 +1,9 @@
 """Our initrd (built by our CLI, host-only) boots every kind of root to the marker.
 
 Core cases (plain, LVM, LUKS2 with the key from the host's crypttab, RAID1) always run; the rest with
-MKOSI_INITRD_BOOT_MATRIX=1, which .ci/run sets. `make boot-matrix` runs all cases through the same code
-(tests/boot/matrix.py) with dracut's initrd next to ours and records the table in docs/BOOT-MATRIX.md.
+MKOSI_INITRD_BOOT_MATRIX=1 or under CI=true (.ci/run sets both). `make boot-matrix` runs all cases
+through the same code (tests/boot/matrix.py) with dracut's initrd next to ours and records the table in
+docs/BOOT-MATRIX.md.
 A failure keeps the serial log and the initrd's manifest (`*.initrd.json`) under /var/tmp/mkosi-initrd-boot.
 """
 
@@ -14,16 +15,11 @@ from pathlib import Path
 import pytest
 
 from boot import matrix
+from prereq import in_ci
 
-FULL = os.environ.get("MKOSI_INITRD_BOOT_MATRIX") == "1"
+FULL = os.environ.get("MKOSI_INITRD_BOOT_MATRIX") == "1" or in_ci()
 
-pytestmark = [
-    pytest.mark.boot,
-    pytest.mark.skipif(
-        not (matrix.KERNEL.exists() and Path(f"/usr/lib/modules/{matrix.KVER}/modules.dep").exists()),
-        reason=f"needs the Debian kernel {matrix.KVER} installed",
-    ),
-]
+pytestmark = [pytest.mark.boot, pytest.mark.usefixtures("host_kernel")]
 
 
 def _params() -> list[object]:

@@ -8,22 +8,29 @@ import pytest
 
 from boot.disks import ROOT_UUID, make_esp, marker_root
 from boot.qemu import ROOT_MARKER, boot
+from fixtures.kernel import HostKernel
+from prereq import require_file
 
-KVER = "6.1.0-56-amd64"
-KERNEL = Path(f"/boot/vmlinuz-{KVER}")
-DRACUT_INITRD = Path(f"/boot/initrd.img-{KVER}")
 SYSTEMD_BOOT = Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
 
-needs_host_boot_files = pytest.mark.skipif(
-    not (KERNEL.exists() and DRACUT_INITRD.exists()), reason=f"needs {KERNEL} and {DRACUT_INITRD}"
-)
+
+@pytest.fixture
+def dracut_initrd(host_kernel: HostKernel) -> Path:
+    """The distribution's initrd of the test kernel: dracut's, made when the kernel package was installed."""
+    return require_file(
+        host_kernel.distro_initrd, "dracut (before the kernel, so its hook builds the initrd)"
+    )
 
 
 @pytest.mark.boot
-@needs_host_boot_files
-def test_dracut_initrd_boots_the_marker_root(tmp_path: Path) -> None:
+def test_dracut_initrd_boots_the_marker_root(host_kernel: HostKernel, dracut_initrd: Path) -> None:
     result = boot(
-        KERNEL, DRACUT_INITRD, [marker_root("ext4")], "root=/dev/vda ro", timeout=300, name="oracle"
+        host_kernel.image,
+        dracut_initrd,
+        [marker_root("ext4")],
+        "root=/dev/vda ro",
+        timeout=300,
+        name="oracle",
     )
     assert result.passed, result.explain()
     assert result.facts["fs"] == "ext4"
@@ -32,17 +39,19 @@ def test_dracut_initrd_boots_the_marker_root(tmp_path: Path) -> None:
 
 
 @pytest.mark.boot
-def test_harness_fails_when_the_root_is_missing(tmp_path: Path) -> None:
+def test_harness_fails_when_the_root_is_missing(host_kernel: HostKernel) -> None:
     # No initrd and no disk: the kernel panics (VFS: unable to mount root) and the harness says so fast.
-    result = boot(KERNEL, None, [], "root=/dev/vda", timeout=120, name="no-root")
+    result = boot(host_kernel.image, None, [], "root=/dev/vda", timeout=120, name="no-root")
     assert not result.passed
     assert result.reason.startswith("failure: ") and "Kernel panic" in result.reason
     assert ROOT_MARKER not in result.log_path.read_text(errors="replace")
 
 
 @pytest.mark.boot
-@needs_host_boot_files
-def test_ovmf_boots_systemd_boot_from_the_esp(tmp_path: Path) -> None:
+def test_ovmf_boots_systemd_boot_from_the_esp(
+    tmp_path: Path, host_kernel: HostKernel, dracut_initrd: Path
+) -> None:
+    require_file(SYSTEMD_BOOT, "systemd-boot-efi")
     entry = tmp_path / "marker.conf"
     entry.write_text(
         "title marker\nlinux /vmlinuz\ninitrd /initrd\n"
@@ -56,8 +65,8 @@ def test_ovmf_boots_systemd_boot_from_the_esp(tmp_path: Path) -> None:
             "EFI/BOOT/BOOTX64.EFI": SYSTEMD_BOOT,
             "loader/loader.conf": loader,
             "loader/entries/marker.conf": entry,
-            "vmlinuz": KERNEL,
-            "initrd": DRACUT_INITRD,
+            "vmlinuz": host_kernel.image,
+            "initrd": dracut_initrd,
         },
     )
     result = boot(

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from fixtures.debroot import deb_root
+from fixtures.kernel import HostKernel
 from fixtures.rpmspecs import rpm_root
 from mkosi_initrd import cache
 from mkosi_initrd.build import BuildOptions
 from mkosi_initrd.cli import main, make_config, parse_args
+from prereq import require_file
 
 KVER = "1.0"
 DBPATH = "/usr/lib/sysimage/rpm"
@@ -307,14 +309,15 @@ def test_a_hit_imports_neither_rpm_nor_the_planner(root: Path, cache_dir: Path, 
     assert (tmp_path / "b").read_bytes() == (tmp_path / "a").read_bytes()
 
 
-def test_a_uki_is_cached_and_its_inputs_invalidate(cache_dir: Path, tmp_path: Path) -> None:
+def test_a_uki_is_cached_and_its_inputs_invalidate(
+    cache_dir: Path, tmp_path: Path, host_kernel: HostKernel
+) -> None:
     """On this host's own packages and kernel (a UKI's kernel image must match the initrd's kernel)."""
-    from fixtures.uki_inputs import STUB, installed_kernel
+    from fixtures.uki_inputs import STUB
     from mkosi_initrd.build import options_from_args
 
-    kernel, kver = installed_kernel()
-    if not STUB.exists():
-        pytest.skip("needs systemd-boot-efi's stub")
+    kernel, kver = host_kernel.image, host_kernel.kver
+    require_file(STUB, "systemd-boot-efi")
     stub = tmp_path / "stub.efi"
     shutil.copyfile(STUB, stub)
 

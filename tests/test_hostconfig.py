@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.kernel import HostKernel
 from mkosi_initrd import hostconfig, rootstack
 from mkosi_initrd.config import Config
 
@@ -378,10 +379,9 @@ def test_nfsroot_generator_leaves_other_roots_alone(tmp_path: Path, cmdline: str
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not Path("/usr/lib/modules/6.1.0-56-amd64/modules.dep").exists(), reason="needs the kernel"
-)
-def test_host_only_plan_on_an_lvm_on_luks_host_turns_on_lvm_without_flags(tmp_path: Path) -> None:
+def test_host_only_plan_on_an_lvm_on_luks_host_turns_on_lvm_without_flags(
+    tmp_path: Path, host_kernel: HostKernel
+) -> None:
     import json
     import sys
 
@@ -397,7 +397,7 @@ def test_host_only_plan_on_an_lvm_on_luks_host_turns_on_lvm_without_flags(tmp_pa
     src = str(Path(__file__).parents[1] / "src")
 
     def plan(*extra: str) -> dict[str, object]:
-        cmd = [sys.executable, "-m", "mkosi_initrd", "plan", "-k", "6.1.0-56-amd64", "--root", "/", "--json"]
+        cmd = [sys.executable, "-m", "mkosi_initrd", "plan", "-k", host_kernel.kver, "--root", "/", "--json"]
         cmd += ["--sysfs", str(sysfs), "--procfs", str(procfs), *extra]
         out = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": src}, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr

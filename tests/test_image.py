@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.kernel import HostKernel
 from mkosi_initrd.cpioread import read_segments
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.image import write_initrd
@@ -150,16 +151,13 @@ def test_enospc_keeps_the_old_initrd_and_leaves_no_temp(tmp_path: Path, tiny_tmp
                               text=True).stdout.split()[-1]) < 64 * 1024  # fmt: skip
 
 
-KVER = "6.1.0-56-amd64"
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(f"/usr/lib/modules/{KVER}/modules.dep").exists(), reason=f"needs kernel {KVER}")
-def test_two_cli_builds_of_this_host_give_one_sha256(tmp_path: Path) -> None:
+def test_two_cli_builds_of_this_host_give_one_sha256(tmp_path: Path, host_kernel: HostKernel) -> None:
     env = {**os.environ, "PYTHONPATH": SRC, "SOURCE_DATE_EPOCH": "1700000000"}
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
-        cmd = [sys.executable, "-m", "mkosi_initrd", "-k", KVER, "--generic", "--no-cache", "-o", str(out)]
+        cmd = [sys.executable, "-m", "mkosi_initrd", "-k", host_kernel.kver, "--generic", "--no-cache"]
+        cmd += ["-o", str(out)]
         p = subprocess.run(cmd, env=env, capture_output=True, text=True)
         assert p.returncode == 0, p.stderr
     assert _sha(outs[0]) == _sha(outs[1])
@@ -169,14 +167,16 @@ def test_two_cli_builds_of_this_host_give_one_sha256(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(f"/usr/lib/modules/{KVER}/modules.dep").exists(), reason=f"needs kernel {KVER}")
-def test_kill_9_of_the_cli_while_it_writes_keeps_the_old_initrd(tmp_path: Path) -> None:
+def test_kill_9_of_the_cli_while_it_writes_keeps_the_old_initrd(
+    tmp_path: Path, host_kernel: HostKernel
+) -> None:
     out_dir = tmp_path / "boot"
     out_dir.mkdir()
-    target = out_dir / f"initramfs-{KVER}.img"
+    target = out_dir / f"initramfs-{host_kernel.kver}.img"
     target.write_bytes(b"previous initrd")
     env = {**os.environ, "PYTHONPATH": SRC}
-    cmd = [sys.executable, "-m", "mkosi_initrd", "-k", KVER, "--generic", "--no-cache", "-o", str(target)]
+    cmd = [sys.executable, "-m", "mkosi_initrd", "-k", host_kernel.kver, "--generic", "--no-cache"]
+    cmd += ["-o", str(target)]
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

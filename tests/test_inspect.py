@@ -13,6 +13,7 @@ from pathlib import Path
 import libarchive
 import pytest
 
+from fixtures.kernel import HostKernel
 from mkosi_initrd.cli import main
 from mkosi_initrd.compress import compressor
 from mkosi_initrd.cpio import write_cpio
@@ -20,6 +21,7 @@ from mkosi_initrd.cpioread import read_segments
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.inspect import MANIFEST, describe_initrd
 from mkosi_initrd.plan import Entry
+from prereq import require_file
 
 REG = stat.S_IFREG | 0o644
 
@@ -136,13 +138,10 @@ def test_files_listing_shows_modes_links_and_devices(
     assert "crw-------" in out and "5, 1" in out and "/init -> /x" in out
 
 
-def _dracut_initrds() -> list[Path]:
-    return sorted(Path("/boot").glob("initrd.img-*")) + sorted(Path("/boot").glob("initramfs-*.img"))
-
-
-@pytest.mark.skipif(not _dracut_initrds(), reason="no initrd from the distribution in /boot")
-def test_the_distribution_initrd_in_boot_is_read_completely() -> None:
-    path = _dracut_initrds()[0]
+def test_the_distribution_initrd_in_boot_is_read_completely(host_kernel: HostKernel) -> None:
+    path = require_file(
+        host_kernel.distro_initrd, "dracut (before the kernel, so its hook builds the initrd)"
+    )
     info = describe_initrd(path)
     assert info["entries"] > 100
     assert any(x["path"].endswith("/systemd") or x["path"] == "/init" for x in info["files"])
@@ -153,13 +152,12 @@ def test_the_distribution_initrd_in_boot_is_read_completely() -> None:
 
 
 def test_a_uki_is_described_by_its_sections_and_embedded_initrd(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], host_kernel: HostKernel
 ) -> None:
-    from fixtures.uki_inputs import installed_kernel
     from mkosi_initrd import uki
     from mkosi_initrd.config import Config
 
-    kernel, kver = installed_kernel()
+    kernel, kver = host_kernel.image, host_kernel.kver
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     (root / "etc/os-release").write_text("ID=testos\n")

@@ -14,11 +14,13 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from fixtures.kernel import HostKernel
 from mkosi_initrd import kernel_install as ki
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,9 +31,15 @@ STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
 MACHINE_ID = "0123456789abcdef0123456789abcdef"
 MISSING_KVER = "0.0.0-no-such-kernel"
 
-needs_kernel_install = pytest.mark.skipif(
-    not KERNEL_INSTALL.exists(), reason="systemd kernel-install missing"
-)
+
+def needs_kernel_install(test: Callable[..., None]) -> Callable[..., None]:
+    """Runs the real systemd kernel-install (.ci/run counts these tests)."""
+    missing = pytest.mark.skipif(
+        not KERNEL_INSTALL.exists(),
+        reason=f"missing prerequisite: {KERNEL_INSTALL} (apt-get install systemd)",
+    )
+    return pytest.mark.kernel_install(missing(test))  # type: ignore[no-any-return]
+
 
 # Records what the plugins before it left in the staging area, and that it ran at all (a plugin exiting
 # 77 would stop kernel-install before it).
@@ -425,19 +433,6 @@ def test_plugin_script_stays_a_thin_wrapper() -> None:
 # ---- real builds through the real kernel-install ------------------------------------------------------
 
 
-def installed_kernel() -> tuple[str, Path] | None:
-    """A kernel of this machine with modules and an image (Debian: /boot/vmlinuz-KVER)."""
-    for moddir in sorted(Path("/usr/lib/modules").glob("*")):
-        for image in (moddir / "vmlinuz", Path("/boot") / f"vmlinuz-{moddir.name}"):
-            if (moddir / "modules.dep").exists() and image.is_file():
-                return moddir.name, image
-    return None
-
-
-KERNEL = installed_kernel()
-needs_kernel = pytest.mark.skipif(KERNEL is None, reason="no kernel installed in /usr/lib/modules")
-
-
 def member_paths(initrd: Path) -> set[str]:
     from mkosi_initrd.cpioread import iter_members, read_segments
 
@@ -455,11 +450,11 @@ def cli_build(kver: str, output: Path) -> bytes:
 
 
 @needs_kernel_install
-@needs_kernel
 @pytest.mark.slow
-def test_bls_initrd_is_staged_and_installed_by_loaderentry_then_removed(kinst: KernelInstall) -> None:
-    assert KERNEL is not None
-    kver, image = KERNEL
+def test_bls_initrd_is_staged_and_installed_by_loaderentry_then_removed(
+    kinst: KernelInstall, host_kernel: HostKernel
+) -> None:
+    kver, image = host_kernel.kver, host_kernel.image
     kinst.configure("layout=bls\ninitrd_generator=mkosi-initrd\n")
     result = kinst.run("-v", "add", kver, image)
     assert result.returncode == 0, result.stderr
@@ -478,11 +473,11 @@ def test_bls_initrd_is_staged_and_installed_by_loaderentry_then_removed(kinst: K
 
 
 @needs_kernel_install
-@needs_kernel
 @pytest.mark.slow
-def test_other_layout_writes_boot_initramfs_atomically_then_removes_it(kinst: KernelInstall) -> None:
-    assert KERNEL is not None
-    kver, image = KERNEL
+def test_other_layout_writes_boot_initramfs_atomically_then_removes_it(
+    kinst: KernelInstall, host_kernel: HostKernel
+) -> None:
+    kver, image = host_kernel.kver, host_kernel.image
     kinst.configure("layout=other\ninitrd_generator=mkosi-initrd\n")
     old = kinst.boot / f"initramfs-{kver}.img"
     old.write_bytes(b"previous initrd")
@@ -500,11 +495,11 @@ def test_other_layout_writes_boot_initramfs_atomically_then_removes_it(kinst: Ke
 
 
 @needs_kernel_install
-@needs_kernel
 @pytest.mark.slow
-def test_full_boot_partition_fails_the_install_and_keeps_the_old_initramfs(kinst: KernelInstall) -> None:
-    assert KERNEL is not None
-    kver, image = KERNEL
+def test_full_boot_partition_fails_the_install_and_keeps_the_old_initramfs(
+    kinst: KernelInstall, host_kernel: HostKernel
+) -> None:
+    kver, image = host_kernel.kver, host_kernel.image
     kinst.configure("layout=other\ninitrd_generator=mkosi-initrd\n")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", kinst.boot])
     if mounted.returncode != 0:
@@ -523,11 +518,11 @@ def test_full_boot_partition_fails_the_install_and_keeps_the_old_initramfs(kinst
 
 
 @needs_kernel_install
-@needs_kernel
 @pytest.mark.slow
-def test_warns_once_with_the_fix_when_mkosis_plugin_would_overwrite(kinst: KernelInstall) -> None:
-    assert KERNEL is not None
-    kver, image = KERNEL
+def test_warns_once_with_the_fix_when_mkosis_plugin_would_overwrite(
+    kinst: KernelInstall, host_kernel: HostKernel
+) -> None:
+    kver, image = host_kernel.kver, host_kernel.image
     kinst.configure("layout=bls\ninitrd_generator=mkosi-initrd\n")
     kinst.plugins.insert(1, script(kinst.tmp / ki.MKOSI_PLUGIN, FAKE_MKOSI))
     result = kinst.run("add", kver, image)
@@ -539,11 +534,11 @@ def test_warns_once_with_the_fix_when_mkosis_plugin_would_overwrite(kinst: Kerne
     assert (kinst.entry_dir(kver) / "initrd").read_bytes() == b"mkosi\n"
 
 
-@needs_kernel
 @pytest.mark.slow
-def test_packaged_generic_initrd_is_copied_instead_of_building(tmp_path: Path) -> None:
-    assert KERNEL is not None
-    kver, image = KERNEL
+def test_packaged_generic_initrd_is_copied_instead_of_building(
+    tmp_path: Path, host_kernel: HostKernel
+) -> None:
+    kver, image = host_kernel.kver, host_kernel.image
     root = tmp_path / "root"  # only the prebuilt initrd: building from this root would fail
     prebuilt = root / f"usr/lib/modules/{kver}/initrd"
     prebuilt.parent.mkdir(parents=True)
@@ -564,12 +559,12 @@ DEBIAN_INITRD_PLUGIN = Path("/usr/lib/kernel/install.d") / ki.DEBIAN_PLUGIN
 
 
 @needs_kernel_install
-@needs_kernel
 @pytest.mark.slow
 @pytest.mark.skipif(not DEBIAN_INITRD_PLUGIN.exists(), reason="not Debian's systemd packaging")
-def test_warns_when_debians_plugin_would_add_initramfs_tools_initrd(kinst: KernelInstall) -> None:
-    assert KERNEL is not None
-    kver, image = KERNEL
+def test_warns_when_debians_plugin_would_add_initramfs_tools_initrd(
+    kinst: KernelInstall, host_kernel: HostKernel
+) -> None:
+    kver, image = host_kernel.kver, host_kernel.image
     theirs = Path("/boot") / f"initrd.img-{kver}"  # only read, by Debian's plugin
     if not theirs.exists():
         pytest.skip(f"no {theirs}")

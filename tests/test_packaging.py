@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.kernel import require_host_kernel
+
 REPO = Path(__file__).resolve().parent.parent
 DBPATH = "/usr/lib/sysimage/rpm"
 RUNTIME_REQUIRES = {
@@ -182,20 +184,13 @@ class InitrdPackage:
     kver: str
 
 
-def installed_kernel() -> str:
-    kvers = sorted(p.parent.name for p in Path("/usr/lib/modules").glob("*/modules.dep"))
-    if not kvers:
-        pytest.skip("no kernel in /usr/lib/modules (tools/setup.sh installs one)")
-    return kvers[-1]
-
-
 @pytest.fixture(scope="module")
 def initrd_package(tmp_path_factory: pytest.TempPathFactory) -> InitrdPackage:
     """packaging/mkosi-initrd-initrd.spec built here, from this machine's packages and kernel.
 
     The build root is this machine (rpmbuild runs in place, as koji runs it in its build root), and
     mkosi-initrd runs from this source tree rather than from an installed package."""
-    kver = installed_kernel()
+    kver = require_host_kernel().kver
     top = tmp_path_factory.mktemp("rpmbuild-initrd")
     python = f"env PYTHONPATH={REPO / 'src'} {sys.executable}"
     run(

@@ -11,15 +11,17 @@ from pathlib import Path
 import pefile
 import pytest
 
-from fixtures.uki_inputs import STUB, installed_kernel, make_cpio, make_keypair, sbverify, unsigned_copy
+from fixtures.kernel import kernel_under_test
+from fixtures.uki_inputs import STUB, make_cpio, make_keypair, sbverify, unsigned_copy
 from mkosi_initrd import pe as pemod
 from mkosi_initrd import uki
 from mkosi_initrd.config import Config
 from mkosi_initrd.errors import InitrdError
 
-KERNEL, KVER = installed_kernel()
+KERNEL, KVER = kernel_under_test().image, kernel_under_test().kver
 STUB_SECTIONS = [".text", ".reloc", ".data", ".dynamic", ".rela", ".dynsym", ".sbat", ".sdmagic"]
 OS_RELEASE = 'NAME="Test OS"\nID=testos\nPRETTY_NAME="Test OS 1"\n'
+pytestmark = pytest.mark.usefixtures("host_kernel")
 
 
 @pytest.fixture

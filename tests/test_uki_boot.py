@@ -19,15 +19,16 @@ import pytest
 from boot import qemu
 from boot.disks import ROOT_UUID, make_esp, marker_root
 from boot.qemu import ROOT_MARKER, boot
-from fixtures.uki_inputs import installed_kernel, make_keypair, sbverify
+from fixtures.kernel import kernel_under_test
+from fixtures.uki_inputs import make_keypair, sbverify
 from mkosi_initrd import cli, uki
 
-KERNEL, KVER = installed_kernel()
+KERNEL, KVER = kernel_under_test().image, kernel_under_test().kver
 CMDLINE = f"root=UUID={ROOT_UUID} ro console=ttyS0,115200 panic=1 oops=panic no_timer_check"
 
 pytestmark = [
     pytest.mark.boot,
-    pytest.mark.skipif(not Path(f"/usr/lib/modules/{KVER}").is_dir(), reason=f"modules of {KVER} missing"),
+    pytest.mark.usefixtures("host_kernel"),
 ]
 
 

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.uki_inputs import installed_kernel, make_keypair, sbverify
+from fixtures.kernel import kernel_under_test
+from fixtures.uki_inputs import make_keypair, sbverify
 from mkosi_initrd import cli
 
-KERNEL, KVER = installed_kernel()
+KERNEL, KVER = kernel_under_test().image, kernel_under_test().kver
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path(f"/usr/lib/modules/{KVER}").is_dir(), reason=f"modules of {KVER} missing"),
+    pytest.mark.usefixtures("host_kernel"),
 ]
 
 

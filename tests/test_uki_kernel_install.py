@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.uki_inputs import installed_kernel, make_keypair, sbverify
+from fixtures.kernel import kernel_under_test
+from fixtures.uki_inputs import make_keypair, sbverify
 from mkosi_initrd import pe as pemod
 from mkosi_initrd import uki
 
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "install.d/50-mkosi-initrd.install"
 KERNEL_INSTALL = Path("/usr/bin/kernel-install")
 MACHINE_ID = "0123456789abcdef0123456789abcdef"
-KERNEL, KVER = installed_kernel()
+KERNEL, KVER = kernel_under_test().image, kernel_under_test().kver
 PROBE = """#!/bin/sh
 mkdir -p "$PROBE_DIR/staging"
 cp -a "$KERNEL_INSTALL_STAGING_AREA/." "$PROBE_DIR/staging/"
@@ -33,8 +34,12 @@ echo "$1 $2 layout=$KERNEL_INSTALL_LAYOUT" >>"$PROBE_DIR/ran"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not KERNEL_INSTALL.exists(), reason="systemd kernel-install missing"),
-    pytest.mark.skipif(not Path(f"/usr/lib/modules/{KVER}").is_dir(), reason=f"modules of {KVER} missing"),
+    pytest.mark.kernel_install,
+    pytest.mark.skipif(
+        not KERNEL_INSTALL.exists(),
+        reason=f"missing prerequisite: {KERNEL_INSTALL} (apt-get install systemd)",
+    ),
+    pytest.mark.usefixtures("host_kernel"),
 ]
 
 

@@ -28,12 +28,15 @@ from pathlib import Path
 from boot import disks, stacked
 from boot.nfs import EXPORT_PSEUDO, GUEST_SERVER, NIC, nfs_server
 from boot.qemu import FAIL_PATTERNS, BootResult, boot
+from fixtures.kernel import HostKernel, require_host_kernel
 
-KVER = stacked.KVER
-KERNEL = stacked.KERNEL
-DRACUT_INITRD = Path(f"/boot/initrd.img-{KVER}")
 SRC = Path(__file__).parents[2] / "src"
 KEY_PATH = "/etc/cryptsetup-keys.d/root.key"
+
+
+def kernel() -> HostKernel:
+    """The test kernel (tests/fixtures/kernel.py), booted with both initrds."""
+    return require_host_kernel()
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ def build_ours(case: Case, out: Path) -> tuple[Path, float, str]:
     """Our initrd for `case` (host-only, like kernel-install builds it), plus appended key if needed."""
     import time
 
-    args = ["-k", KVER, "-o", str(out), "--root", "/"]
+    args = ["-k", kernel().kver, "-o", str(out), "--root", "/"]
     for p in case.profiles:
         args += ["--profile", p]
     # The guest's /etc/fstab: a host-only build takes the root's file system (module and tools) from it
@@ -238,8 +241,8 @@ def dracut_initrd(case: Case, tmp: Path) -> Path:
         # and at rd.luks.key's path.
         by_name = f"/etc/cryptsetup-keys.d/luks-{stacked.LUKS_UUID}.key"
         key = {by_name: stacked.LUKS_KEY, KEY_PATH: stacked.LUKS_KEY}
-        return disks.initrd_with(DRACUT_INITRD, key, tmp / "dracut+key")
-    return DRACUT_INITRD
+        return disks.initrd_with(kernel().distro_initrd, key, tmp / "dracut+key")
+    return kernel().distro_initrd
 
 
 def dracut_cmdline(case: Case) -> str:
@@ -263,9 +266,9 @@ def run_case(case: Case, initrd_kind: str, tmp: Path) -> Outcome:
         disks.fill_marker_tree(tree, case.name)
         with nfs_server(tree, tmp / "nfs") as server:
             net = {"extra_args": NIC, "prefix": server.enter}
-            result = boot(KERNEL, initrd, [], cmdline, timeout=case.timeout, name=name, **net)
+            result = boot(kernel().image, initrd, [], cmdline, timeout=case.timeout, name=name, **net)
     else:
-        result = boot(KERNEL, initrd, images, cmdline, timeout=case.timeout, name=name)
+        result = boot(kernel().image, initrd, images, cmdline, timeout=case.timeout, name=name)
     if result.passed:
         want = {"fs": case.expect_fs, "label": case.expect_label}
         if initrd_kind == "ours" and case.expect_src:
@@ -317,16 +320,17 @@ def run_hibernate(initrd_kind: str, tmp: Path) -> HibernateOutcome:
     if initrd_kind == "ours":
         initrd = tmp / "initrd"
         overlay = {"/etc/kernel/cmdline": (f"{ROOT} resume=/dev/vdb\n".encode(), 0o644)}
-        built = cli("-k", KVER, "-o", str(initrd), "--root", "/", etc_overlay=overlay)
+        built = cli("-k", kernel().kver, "-o", str(initrd), "--root", "/", etc_overlay=overlay)
         if built.returncode != 0:
             raise RuntimeError(f"mkosi-initrd failed:\n{built.stderr}")
     else:
-        initrd, cmdline = DRACUT_INITRD, f"{ROOT} resume=/dev/vdb"
+        initrd, cmdline = kernel().distro_initrd, f"{ROOT} resume=/dev/vdb"
     fails = (*FAIL_PATTERNS, HIBERNATE_FAILED)
 
     def run(marker: str, name: str) -> BootResult:
+        image = kernel().image
         return boot(
-            KERNEL, initrd, [root, swap], cmdline, marker, 300, name=name, writable=True, fail_patterns=fails
+            image, initrd, [root, swap], cmdline, marker, 300, name=name, writable=True, fail_patterns=fails
         )
 
     first = run(HIBERNATING, f"{initrd_kind}-hibernate")
@@ -398,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + ("" if o.passed else f" reason={o.boot.reason}"),
                 flush=True,
             )
-    text = report(outcomes, KVER)
+    text = report(outcomes, kernel().kver)
     if args.extra and args.extra.exists():
         text += "\n" + args.extra.read_text()
     if args.report:

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prereq import require_file, require_program
+
 QEMU = "qemu-system-x86_64"
 ROOT_MARKER = "MKOSI-INITRD-ROOT-OK"  # printed by tests/boot/marker_init.c, the test root's /sbin/init
 ARTIFACTS = Path(os.environ.get("MKOSI_INITRD_BOOT_ARTIFACTS", "/var/tmp/mkosi-initrd-boot"))
@@ -136,6 +138,10 @@ def boot(
     (EFI/BOOT/BOOTX64.EFI) attached as the first disk, before `disks`. `prefix` runs QEMU through
     another command (nsenter into a test network namespace, say).
     """
+    require_program(QEMU, "qemu-system-x86")
+    if ovmf_esp is not None:
+        require_file(OVMF_CODE, "ovmf")
+        require_file(OVMF_VARS, "ovmf")
     log_path = log_path or _artifact_log(name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_bytes(b"")

@@ -23,9 +23,8 @@ from pathlib import Path
 from boot.disks import FORMAT_VERSION, ROOT_UUID, fill_marker_tree
 from boot.qemu import boot
 from fixtures.cache import cached
+from fixtures.kernel import require_host_kernel
 
-KVER = "6.1.0-56-amd64"
-KERNEL = Path(f"/boot/vmlinuz-{KVER}")
 MODULES = (
     "virtio_pci", "virtio_blk", "dm_mod", "dm_crypt", "xts", "algif_skcipher", "raid1", "md_mod",
     "ext4", "xfs", "btrfs",
@@ -158,7 +157,7 @@ def _run_maker(kind: str, script: str, base: Path, images: list[Path], log: Path
             out.write(base.read_bytes())
             out.write(_cpio(job))
         result = boot(
-            KERNEL,
+            require_host_kernel().image,
             initrd,
             images,
             "loglevel=4",
@@ -189,7 +188,7 @@ def maker_base() -> Path:
     missing = [t for t, p in zip(TOOLS, tools, strict=True) if p is None]
     if missing:
         raise RuntimeError(f"maker initrd: tools not installed: {missing}")
-    module_lines = _module_load_lines()
+    module_lines = _module_load_lines(require_host_kernel().kver)
     versions = [
         subprocess.run(["dpkg-query", "-W", p], capture_output=True, text=True).stdout
         for p in (
@@ -202,7 +201,8 @@ def maker_base() -> Path:
             "busybox-static",
         )
     ]
-    key = [FORMAT_VERSION, KVER, *map(str, tools), *module_lines, *versions, _maker_init(module_lines)]
+    kver = require_host_kernel().kver
+    key = [FORMAT_VERSION, kver, *map(str, tools), *module_lines, *versions, _maker_init(module_lines)]
 
     def build(d: Path) -> None:
         tree = d / "tree"
@@ -213,12 +213,12 @@ def maker_base() -> Path:
     return cached("maker-base", key, build) / "base.cpio"
 
 
-def _module_load_lines() -> list[str]:
-    """`insmod PATH ARGS` lines in dependency order, from the host's modules.dep for KVER."""
+def _module_load_lines(kver: str) -> list[str]:
+    """`insmod PATH ARGS` lines in dependency order, from the host's modules.dep for the kernel."""
     lines: list[str] = []
     for mod in MODULES:
         out = subprocess.run(
-            ["modprobe", "-S", KVER, "--show-depends", mod], check=True, capture_output=True, text=True
+            ["modprobe", "-S", kver, "--show-depends", mod], check=True, capture_output=True, text=True
         ).stdout
         for line in out.splitlines():
             line = line.strip()
