@@ -6,22 +6,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
 
-kernel_image() {  # Debian keeps the image in /boot, Fedora in the modules directory
-    for k in "/usr/lib/modules/$1/vmlinuz" "/boot/vmlinuz-$1"; do
-        if [ -f "$k" ]; then echo "$k"; return 0; fi
-    done
-    return 1
+# The kernel: KVER if given, else the one the tests use (tests/fixtures/kernel.py: $MKOSI_INITRD_TEST_KVER,
+# or the newest kernel installed by the distribution's kernel package, with modules.dep and an image).
+pick() {
+    PYTHONPATH=tests .venv/bin/python - "${1:-}" <<'PY'
+import sys
+from fixtures.kernel import HostKernel, host_kernel, kernel_image
+kver = sys.argv[1]
+if kver:
+    image = kernel_image(kver)
+    kernel = HostKernel(kver, image) if image else None
+else:
+    kernel = host_kernel()
+print(f"{kernel.kver} {kernel.image}" if kernel else "")
+PY
 }
 
-installed_kernels() {
-    for d in /usr/lib/modules/*/; do
-        kver=$(basename "$d")
-        if [ -f "$d/modules.dep" ] && kernel_image "$kver" >/dev/null; then echo "$kver"; fi
-    done | sort -V
-}
-
-kver=${1:-$(installed_kernels | tail -n 1)}
-if [ -z "$kver" ]; then
+picked=$(pick "${1:-}")
+if [ -z "$picked" ] && [ -z "${1:-}" ]; then
     echo "no kernel installed: installing the distribution's kernel package"
     as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
     if command -v apt-get >/dev/null; then
@@ -29,9 +31,13 @@ if [ -z "$kver" ]; then
     else
         as_root dnf install -y kernel-core
     fi
-    kver=$(installed_kernels | tail -n 1)
+    picked=$(pick)
 fi
-kimg=$(kernel_image "$kver")
+if [ -z "$picked" ]; then
+    echo "demo: kernel ${1:-} is not installed (no /usr/lib/modules/KVER/modules.dep with an image)" >&2
+    exit 1
+fi
+read -r kver kimg <<<"$picked"
 out=${DEMO_DIR:-/var/tmp/mkosi-initrd-demo}
 mkdir -p "$out"
 
