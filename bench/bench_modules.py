@@ -24,12 +24,12 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from benchkernel import bench_kernel  # noqa: E402
-from mkosi_initrd import kmod  # noqa: E402
-from mkosi_initrd.config import Config  # noqa: E402
-from mkosi_initrd.firmware import FirmwarePart, select_firmware  # noqa: E402
-from mkosi_initrd.modindex import load_index  # noqa: E402
-from mkosi_initrd.modinfo import modinfo_section  # noqa: E402
-from mkosi_initrd.modregen import regenerate  # noqa: E402
+from mkosi_initrd.config.load import Config  # noqa: E402
+from mkosi_initrd.kernel import modules as kmod  # noqa: E402
+from mkosi_initrd.kernel.depmod import regenerate  # noqa: E402
+from mkosi_initrd.kernel.firmware import FirmwarePart, select_firmware  # noqa: E402
+from mkosi_initrd.kernel.index import load_index  # noqa: E402
+from mkosi_initrd.kernel.modinfo import modinfo_section  # noqa: E402
 
 T = TypeVar("T")
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchkernel import bench_kernel
-from mkosi_initrd import uki
-from mkosi_initrd.config import Config
+from mkosi_initrd.config.load import Config
+from mkosi_initrd.uki import assemble as uki
 
 GOAL_SECONDS = 0.3
 CMDLINE = "root=UUID=6b2a3c1e-5d4f-4e7a-9b8c-0d1e2f3a4b5c ro quiet"

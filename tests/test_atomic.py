@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mkosi_initrd import atomic
-from mkosi_initrd.atomic import atomic_write
 from mkosi_initrd.errors import InitrdError
+from mkosi_initrd.image import atomic
+from mkosi_initrd.image.atomic import atomic_write
 
 
 def _listing(d: Path) -> list[str]:
@@ -69,7 +69,7 @@ _CHILD = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from mkosi_initrd import atomic
+    from mkosi_initrd.image import atomic
     if sys.argv[2] == "named":
         atomic._open_unnamed = lambda d, m: None
     with atomic.atomic_write(Path(sys.argv[1])) as f:

@@ -18,9 +18,9 @@ import pytest
 from boot.disks import marker_root
 from boot.qemu import boot
 from fixtures.kernel import HostKernel
-from mkosi_initrd.config import Config
-from mkosi_initrd.cpioread import read_segments
-from mkosi_initrd.microcode import microcode_cpio
+from mkosi_initrd.config.load import Config
+from mkosi_initrd.image.cpioread import read_segments
+from mkosi_initrd.image.microcode import microcode_cpio
 
 SRC = str(Path(__file__).parents[1] / "src")
 

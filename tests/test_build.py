@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from mkosi_initrd.build import BuildOptions, write_outputs
-from mkosi_initrd.config import Config
-from mkosi_initrd.cpioread import read_segments
+from mkosi_initrd.build.pipeline import BuildOptions, write_outputs
+from mkosi_initrd.config.load import Config
 from mkosi_initrd.errors import InitrdError
-from mkosi_initrd.plan import Entry, Plan
+from mkosi_initrd.image.cpioread import read_segments
+from mkosi_initrd.plan.model import Entry, Plan
 
 
 def _plan(root: Path) -> Plan:

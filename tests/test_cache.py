@@ -14,8 +14,8 @@ import pytest
 from fixtures.debroot import deb_root
 from fixtures.kernel import HostKernel
 from fixtures.rpmspecs import rpm_root
-from mkosi_initrd import cache
-from mkosi_initrd.build import BuildOptions
+from mkosi_initrd.build import cache
+from mkosi_initrd.build.pipeline import BuildOptions
 from mkosi_initrd.cli import main, make_config, parse_args
 from prereq import require_file
 
@@ -258,7 +258,7 @@ def test_concurrent_builders_do_not_corrupt_the_cache(root: Path, cache_dir: Pat
 
 
 def test_dpkg_state_follows_the_status_file_not_reads(tmp_path: Path) -> None:
-    from mkosi_initrd.pkgdb import open_db
+    from mkosi_initrd.packages.model import open_db
 
     root = tmp_path / "root"
     shutil.copytree(deb_root(), root, symlinks=True)
@@ -288,7 +288,7 @@ def test_parse_size() -> None:
 
 
 def test_database_paths_are_the_backends_paths() -> None:
-    from mkosi_initrd import pkgdb
+    from mkosi_initrd.packages import model as pkgdb
 
     assert cache.RPMDB_PATHS == pkgdb.RPMDB_PATHS
     assert cache.DPKG_STATUS == pkgdb.DPKG_STATUS
@@ -300,8 +300,8 @@ def test_a_hit_imports_neither_rpm_nor_the_planner(root: Path, cache_dir: Path, 
         "import sys\n"
         "from mkosi_initrd.cli import main\n"
         f"assert main({args(root, tmp_path / 'b')!r}) == 0\n"
-        "print(sorted(m for m in ('rpm', 'mkosi_initrd.planner', 'mkosi_initrd.pkgdb_rpm',"
-        " 'mkosi_initrd.image', 'zstandard') if m in sys.modules))\n"
+        "print(sorted(m for m in ('rpm', 'mkosi_initrd.plan.planner', 'mkosi_initrd.packages.rpm',"
+        " 'mkosi_initrd.image.initrd', 'zstandard') if m in sys.modules))\n"
     )
     env = {**os.environ, "PYTHONPATH": SRC}
     p = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
@@ -314,7 +314,7 @@ def test_a_uki_is_cached_and_its_inputs_invalidate(
 ) -> None:
     """On this host's own packages and kernel (a UKI's kernel image must match the initrd's kernel)."""
     from fixtures.uki_inputs import STUB
-    from mkosi_initrd.build import options_from_args
+    from mkosi_initrd.build.pipeline import options_from_args
 
     kernel, kver = host_kernel.image, host_kernel.kver
     require_file(STUB, "systemd-boot-efi")
@@ -346,7 +346,7 @@ def test_every_host_file_hostconfig_names_is_in_the_key() -> None:
     import ast
     import re
 
-    from mkosi_initrd import hostconfig
+    from mkosi_initrd.host import carry as hostconfig
 
     source = Path(hostconfig.__file__).read_text()
     named = {

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from fixtures.rpmspecs import rpm_root
-from mkosi_initrd.closure import Closure, Excluder, Request, resolve
 from mkosi_initrd.errors import InitrdError
-from mkosi_initrd.files import package_entries
-from mkosi_initrd.pkgdb_rpm import RpmDB
-from mkosi_initrd.plan import CutEdge
-from mkosi_initrd.planner import exclusions
+from mkosi_initrd.packages.closure import Closure, Excluder, Request, resolve
+from mkosi_initrd.packages.files import package_entries
+from mkosi_initrd.packages.rpm import RpmDB
+from mkosi_initrd.plan.model import CutEdge
+from mkosi_initrd.plan.planner import exclusions
 from mkosi_initrd.resources import read_list
 
 

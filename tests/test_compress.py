@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from mkosi_initrd.compress import compressor, resolve_level
 from mkosi_initrd.errors import InitrdError
+from mkosi_initrd.image.compress import compressor, resolve_level
 
 PAYLOAD = b"".join(b"line %d of an initrd\n" % i for i in range(20000))
 

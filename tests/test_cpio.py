@@ -11,10 +11,10 @@ from pathlib import Path
 import libarchive
 import pytest
 
-from mkosi_initrd.cpio import complete_entries, write_cpio
-from mkosi_initrd.cpioread import read_segments
 from mkosi_initrd.errors import InitrdError
-from mkosi_initrd.plan import Entry
+from mkosi_initrd.image.cpio import complete_entries, write_cpio
+from mkosi_initrd.image.cpioread import read_segments
+from mkosi_initrd.plan.model import Entry
 
 REG = stat.S_IFREG
 

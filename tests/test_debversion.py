@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from mkosi_initrd.debversion import compare, satisfies
+from mkosi_initrd.packages.debversion import compare, satisfies
 
 VERSIONS = [
     "1.0", "1.0~rc1", "1.0-1", "1:0.9", "1.0a", "1.0+b1", "1.0.1", "252.39-1~deb12u2", "252.39-1",

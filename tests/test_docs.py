@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mkosi_initrd import config
+from mkosi_initrd.config import load as config
 
 REPO = Path(__file__).resolve().parent.parent
 

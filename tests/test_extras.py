@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mkosi_initrd.config import Config
-from mkosi_initrd.elfnotes import dlopen_libraries, needed, notes_of
-from mkosi_initrd.extras import MANIFEST, accounts, generated_entries, initrd_release, passwd_group
-from mkosi_initrd.plan import Entry, ModuleChoice, PackageChoice, Plan
+from mkosi_initrd.config.load import Config
+from mkosi_initrd.plan.dlopen import dlopen_libraries, needed, notes_of
+from mkosi_initrd.plan.generated import MANIFEST, accounts, generated_entries, initrd_release, passwd_group
+from mkosi_initrd.plan.model import Entry, ModuleChoice, PackageChoice, Plan
 
 REG = stat.S_IFREG | 0o644
 OS_RELEASE = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.kernel import SYN_KVER, synthetic_kernel_root
-from mkosi_initrd.firmware import find_firmware, select_firmware
+from mkosi_initrd.kernel.firmware import find_firmware, select_firmware
 
 FW = "/usr/lib/firmware"
 

@@ -19,13 +19,13 @@ from elftools.elf.elffile import ELFFile
 
 from fixtures.kernel import SYN_KVER, synthetic_kernel_root
 from mkosi_initrd.cli import make_config, parse_args
-from mkosi_initrd.config import Config
-from mkosi_initrd.elfnotes import LIBDIRS, needed
-from mkosi_initrd.hostprobe import initrd_filesystems, root_fs_known
-from mkosi_initrd.kmod import plan_kernel
-from mkosi_initrd.plan import Entry, Plan
-from mkosi_initrd.planner import make_plan
-from mkosi_initrd.rootstack import with_host_profiles
+from mkosi_initrd.config.load import Config
+from mkosi_initrd.host.probes import initrd_filesystems, root_fs_known
+from mkosi_initrd.host.rootstack import with_host_profiles
+from mkosi_initrd.kernel.modules import plan_kernel
+from mkosi_initrd.plan.dlopen import LIBDIRS, needed
+from mkosi_initrd.plan.model import Entry, Plan
+from mkosi_initrd.plan.planner import make_plan
 
 FSTAB = """\
 # comment line

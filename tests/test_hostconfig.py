@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from fixtures.kernel import HostKernel
-from mkosi_initrd import hostconfig, rootstack
-from mkosi_initrd.config import Config
+from mkosi_initrd.config.load import Config
+from mkosi_initrd.host import carry as hostconfig
+from mkosi_initrd.host import rootstack
 
 
 def write(root: Path, path: str, text: str | bytes, mode: int = 0o644) -> Path:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from fixtures.kernel import HostKernel
-from mkosi_initrd.cpioread import read_segments
 from mkosi_initrd.errors import InitrdError
-from mkosi_initrd.image import write_initrd
-from mkosi_initrd.plan import Entry
+from mkosi_initrd.image.cpioread import read_segments
+from mkosi_initrd.image.initrd import write_initrd
+from mkosi_initrd.plan.model import Entry
 
 SRC = str(Path(__file__).parents[1] / "src")
 
@@ -72,8 +72,8 @@ _CHILD = textwrap.dedent(
     """
     import stat, sys
     from pathlib import Path
-    from mkosi_initrd.image import write_initrd
-    from mkosi_initrd.plan import Entry
+    from mkosi_initrd.image.initrd import write_initrd
+    from mkosi_initrd.plan.model import Entry
     fifo = Path(sys.argv[2])
     entries = [Entry(f"/usr/share/blob{i}", stat.S_IFREG | 0o644, source=Path(sys.argv[3]) / f"blob{i}")
                for i in range(2)]

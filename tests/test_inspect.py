@@ -15,12 +15,12 @@ import pytest
 
 from fixtures.kernel import HostKernel
 from mkosi_initrd.cli import main
-from mkosi_initrd.compress import compressor
-from mkosi_initrd.cpio import write_cpio
-from mkosi_initrd.cpioread import read_segments
 from mkosi_initrd.errors import InitrdError
+from mkosi_initrd.image.compress import compressor
+from mkosi_initrd.image.cpio import write_cpio
+from mkosi_initrd.image.cpioread import read_segments
 from mkosi_initrd.inspect import MANIFEST, describe_initrd
-from mkosi_initrd.plan import Entry
+from mkosi_initrd.plan.model import Entry
 from prereq import require_file
 
 REG = stat.S_IFREG | 0o644
@@ -154,8 +154,8 @@ def test_the_distribution_initrd_in_boot_is_read_completely(host_kernel: HostKer
 def test_a_uki_is_described_by_its_sections_and_embedded_initrd(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], host_kernel: HostKernel
 ) -> None:
-    from mkosi_initrd import uki
-    from mkosi_initrd.config import Config
+    from mkosi_initrd.config.load import Config
+    from mkosi_initrd.uki import assemble as uki
 
     kernel, kver = host_kernel.image, host_kernel.kver
     root = tmp_path / "root"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mkosi_initrd import installconf
+from mkosi_initrd.kernel_install import installconf
 
 
 @pytest.fixture

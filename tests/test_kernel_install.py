@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.kernel import HostKernel
-from mkosi_initrd import kernel_install as ki
+from mkosi_initrd.kernel_install import plugin as ki
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "install.d/50-mkosi-initrd.install"
@@ -434,7 +434,7 @@ def test_plugin_script_stays_a_thin_wrapper() -> None:
 
 
 def member_paths(initrd: Path) -> set[str]:
-    from mkosi_initrd.cpioread import iter_members, read_segments
+    from mkosi_initrd.image.cpioread import iter_members, read_segments
 
     return {m.path for m in iter_members(read_segments(initrd)[0])}
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from fixtures.kernel import SYN_KVER, synthetic_kernel_root
-from mkosi_initrd import modregen
-from mkosi_initrd.config import Config
+from mkosi_initrd.config.load import Config
 from mkosi_initrd.errors import InitrdError
-from mkosi_initrd.hostprobe import Want, needed, root_needs
-from mkosi_initrd.kmod import KernelPart, close, plan_kernel, start_kernel
-from mkosi_initrd.modindex import load_index
-from mkosi_initrd.planner import make_plan
+from mkosi_initrd.host.probes import Want, needed, root_needs
+from mkosi_initrd.kernel import depmod as modregen
+from mkosi_initrd.kernel.index import load_index
+from mkosi_initrd.kernel.modules import KernelPart, close, plan_kernel, start_kernel
+from mkosi_initrd.plan.planner import make_plan
 
 
 @pytest.fixture(scope="module")

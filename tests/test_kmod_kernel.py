@@ -11,10 +11,10 @@ import pytest
 
 from fixtures.kernel import debian_kernel_root, kernel_under_test
 from mkosi_initrd.cli import main
-from mkosi_initrd.config import Config
-from mkosi_initrd.kmod import KernelPart, host_classes, plan_kernel
-from mkosi_initrd.modindex import load_index, normalize, strip_module_suffix
-from mkosi_initrd.modpattern import PatternSet, module_key
+from mkosi_initrd.config.load import Config
+from mkosi_initrd.kernel.index import load_index, normalize, strip_module_suffix
+from mkosi_initrd.kernel.modules import KernelPart, host_classes, plan_kernel
+from mkosi_initrd.kernel.patterns import PatternSet, module_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("host_kernel")]
 KVER = kernel_under_test().kver  # the package of the test kernel, unpacked

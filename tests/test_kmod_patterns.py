@@ -1,6 +1,6 @@
 """mkosi's module pattern semantics (modpattern.py), on module keys as the kernel's paths give them."""
 
-from mkosi_initrd.modpattern import PatternSet, compile_pattern, matches, module_key
+from mkosi_initrd.kernel.patterns import PatternSet, compile_pattern, matches, module_key
 
 
 def key(path: str) -> str:

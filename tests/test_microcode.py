@@ -5,9 +5,9 @@ from __future__ import annotations
 import lzma
 from pathlib import Path
 
-from mkosi_initrd.config import Config
-from mkosi_initrd.cpioread import read_segments
-from mkosi_initrd.microcode import host_cpu, microcode_cpio
+from mkosi_initrd.config.load import Config
+from mkosi_initrd.image.cpioread import read_segments
+from mkosi_initrd.image.microcode import host_cpu, microcode_cpio
 
 CPUINFO = """processor\t: 0
 vendor_id\t: {vendor}

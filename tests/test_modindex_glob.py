@@ -7,7 +7,7 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from mkosi_initrd.modindex import glob_match
+from mkosi_initrd.kernel.index import glob_match
 
 
 @pytest.mark.parametrize(

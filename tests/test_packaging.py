@@ -216,7 +216,7 @@ def initrd_package(tmp_path_factory: pytest.TempPathFactory) -> InitrdPackage:
 
 
 def test_initrd_package_installs_the_initrd_where_the_plugin_looks(initrd_package: InitrdPackage) -> None:
-    from mkosi_initrd.prebuilt import prebuilt_initrd
+    from mkosi_initrd.kernel_install.prebuilt import prebuilt_initrd
 
     kver = initrd_package.kver
     assert rpm_query(initrd_package.rpm, "-l") == [

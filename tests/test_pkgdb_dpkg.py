@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from mkosi_initrd.closure import Closure, Excluder, Request, resolve
 from mkosi_initrd.errors import InitrdError
-from mkosi_initrd.files import package_entries
-from mkosi_initrd.pkgdb import Dep
-from mkosi_initrd.pkgdb_dpkg import DpkgDB, parse_depends
-from mkosi_initrd.plan import CutEdge
+from mkosi_initrd.packages.closure import Closure, Excluder, Request, resolve
+from mkosi_initrd.packages.dpkg import DpkgDB, parse_depends
+from mkosi_initrd.packages.files import package_entries
+from mkosi_initrd.packages.model import Dep
+from mkosi_initrd.plan.model import CutEdge
 
 pytestmark = pytest.mark.skipif(
     not Path("/var/lib/dpkg/status").exists() or not shutil.which("apt-cache"), reason="needs a dpkg system"
@@ -131,7 +131,7 @@ def fxdb() -> DpkgDB:
 
 
 def fx_closure(fxdb: DpkgDB, *entries: str) -> Closure:
-    from mkosi_initrd.planner import exclusions
+    from mkosi_initrd.plan.planner import exclusions
 
     return resolve(fxdb, [Request.parse(e, "config") for e in entries], Excluder(exclusions("debian")))
 

@@ -11,7 +11,7 @@ import pytest
 
 from fixtures.rpmspecs import rpm_root
 from mkosi_initrd.cli import main, parse_args
-from mkosi_initrd.config import load_config
+from mkosi_initrd.config.load import load_config
 from mkosi_initrd.errors import InitrdError
 
 
@@ -147,7 +147,7 @@ def test_config_changes_the_plan(own_root: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_config_removes_and_adds_files(own_root: Path) -> None:
-    from mkosi_initrd.planner import make_plan
+    from mkosi_initrd.plan.planner import make_plan
 
     write(
         own_root / "etc/mkosi-initrd/mkosi-initrd.conf",

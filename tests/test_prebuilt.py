@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from mkosi_initrd.cpio import write_cpio
-from mkosi_initrd.image import write_initrd
-from mkosi_initrd.plan import Entry
-from mkosi_initrd.prebuilt import prebuilt_initrd
+from mkosi_initrd.image.cpio import write_cpio
+from mkosi_initrd.image.initrd import write_initrd
+from mkosi_initrd.kernel_install.prebuilt import prebuilt_initrd
+from mkosi_initrd.plan.model import Entry
 
 KVER = "9.9.9-2-test"  # synthetic trees only
 REG = stat.S_IFREG | 0o644

@@ -1,7 +1,7 @@
 import pytest
 
-from mkosi_initrd.pkgdb import Dep
-from mkosi_initrd.richdep import Atom, Bool, Cond, RichDepError, atoms, parse, to_text
+from mkosi_initrd.packages.model import Dep
+from mkosi_initrd.packages.richdep import Atom, Bool, Cond, RichDepError, atoms, parse, to_text
 
 
 def test_or_of_versioned_and_plain_deps() -> None:

@@ -13,10 +13,10 @@ import pytest
 
 from fixtures.kernel import kernel_under_test
 from fixtures.uki_inputs import STUB, make_cpio, make_keypair, sbverify, unsigned_copy
-from mkosi_initrd import pe as pemod
-from mkosi_initrd import uki
-from mkosi_initrd.config import Config
+from mkosi_initrd.config.load import Config
 from mkosi_initrd.errors import InitrdError
+from mkosi_initrd.uki import assemble as uki
+from mkosi_initrd.uki import pe as pemod
 
 KERNEL, KVER = kernel_under_test().image, kernel_under_test().kver
 STUB_SECTIONS = [".text", ".reloc", ".data", ".dynamic", ".rela", ".dynsym", ".sbat", ".sdmagic"]

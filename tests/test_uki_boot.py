@@ -21,7 +21,8 @@ from boot.disks import ROOT_UUID, make_esp, marker_root
 from boot.qemu import ROOT_MARKER, boot
 from fixtures.kernel import kernel_under_test
 from fixtures.uki_inputs import make_keypair, sbverify
-from mkosi_initrd import cli, uki
+from mkosi_initrd import cli
+from mkosi_initrd.uki import assemble as uki
 
 KERNEL, KVER = kernel_under_test().image, kernel_under_test().kver
 CMDLINE = f"root=UUID={ROOT_UUID} ro console=ttyS0,115200 panic=1 oops=panic no_timer_check"

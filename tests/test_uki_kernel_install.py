@@ -18,8 +18,8 @@ import pytest
 
 from fixtures.kernel import kernel_under_test
 from fixtures.uki_inputs import make_keypair, sbverify
-from mkosi_initrd import pe as pemod
-from mkosi_initrd import uki
+from mkosi_initrd.uki import assemble as uki
+from mkosi_initrd.uki import pe as pemod
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "install.d/50-mkosi-initrd.install"

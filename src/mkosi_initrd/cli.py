@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mkosi_initrd import __version__
 from mkosi_initrd import log as logmod
-from mkosi_initrd.config import COMPRESSIONS, PROFILES, Config
+from mkosi_initrd.config.load import COMPRESSIONS, PROFILES, Config
 from mkosi_initrd.errors import InitrdError
 
 COMMANDS = ("build", "plan", "inspect")
@@ -163,7 +163,7 @@ def default_kver(root: Path) -> str:
 
 
 def make_config(args: argparse.Namespace) -> Config:
-    from mkosi_initrd.config import load_config
+    from mkosi_initrd.config.load import load_config
 
     root: Path = args.root.resolve()
     kver = args.kver or default_kver(root)
@@ -171,7 +171,7 @@ def make_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from mkosi_initrd.planner import make_plan
+    from mkosi_initrd.plan.planner import make_plan
     from mkosi_initrd.report import format_plan
 
     plan = make_plan(make_config(args))
@@ -184,7 +184,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from mkosi_initrd.build import build, options_from_args
+    from mkosi_initrd.build.pipeline import build, options_from_args
 
     start = time.monotonic()
     config = make_config(args)

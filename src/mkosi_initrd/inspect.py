@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from mkosi_initrd import osrelease
-from mkosi_initrd.cpioread import Member, Segment, iter_members, read_segments
 from mkosi_initrd.errors import InitrdError
+from mkosi_initrd.image.cpioread import Member, Segment, iter_members, read_segments
 
 MANIFEST = "/usr/lib/mkosi-initrd/manifest.json"
 # Files that say who built an initrd and from what; shown when present.
@@ -139,7 +139,7 @@ def _format_manifest(m: dict[str, Any]) -> list[str]:
 
 def describe_pe(path: Path) -> dict[str, Any]:
     try:
-        uki = importlib.import_module("mkosi_initrd.uki")
+        uki = importlib.import_module("mkosi_initrd.uki.assemble")
     except ImportError as e:
         raise InitrdError(f"{path} is a PE file (a UKI?) but UKI support is not available") from e
     describe = getattr(uki, "describe", None)
@@ -159,7 +159,7 @@ def inspect(path: Path, *, as_json: bool = False, list_files: bool = False) -> i
             json.dump(info, sys.stdout, indent=2, default=str)
             sys.stdout.write("\n")
         else:
-            formatter = getattr(sys.modules.get("mkosi_initrd.uki"), "format_description", None)
+            formatter = getattr(sys.modules.get("mkosi_initrd.uki.assemble"), "format_description", None)
             text = formatter(info, list_files) if formatter else json.dumps(info, indent=2, default=str)
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return 0

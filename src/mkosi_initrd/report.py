@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mkosi_initrd.plan import Plan
+from mkosi_initrd.plan.model import Plan
 
 
 def _size(n: int) -> str:

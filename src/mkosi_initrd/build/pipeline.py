@@ -1,0 +1,169 @@
+"""Plan → files on disk: initrd (+ early microcode cpio), optionally a UKI."""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mkosi_initrd.config.load import Config
+from mkosi_initrd.errors import InitrdError
+from mkosi_initrd.image.atomic import atomic_write
+from mkosi_initrd.log import log
+
+if TYPE_CHECKING:
+    from mkosi_initrd.plan.model import Plan
+
+# The image writer and microcode (zstandard, lzma, cpio) are imported where they are used: a
+# cached rebuild (cache.py) needs none of them, and its time budget is mostly imports.
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    output: Path
+    format: str = "cpio"  # "cpio" or "uki"
+    # Early microcode cpio (x86): None → prepended to `output` (uncompressed segment first);
+    # a path → written there as its own file (kernel-install's staging `microcode`).
+    microcode_output: Path | None = None
+    kernel_image: Path | None = None  # for --format uki
+    uki: object | None = None  # uki.UkiOptions for --format uki
+    use_cache: bool = True
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output: Path
+    microcode: Path | None
+    size: int
+    packages: int
+    modules: int
+
+    @property
+    def summary(self) -> str:
+        mb = self.size / 1e6
+        return f"wrote {self.output} ({mb:.1f} MB, {self.packages} packages, {self.modules} modules)"
+
+
+class _Steps:
+    """Progress lines (shown with -v) with the time each step took."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def done(self, what: str) -> None:
+        now = time.monotonic()
+        log.info("%s (%.2fs)", what, now - self.last)
+        self.last = now
+
+
+def _uki_module() -> Any:
+    try:
+        return importlib.import_module("mkosi_initrd.uki.assemble")
+    except ImportError as e:
+        raise InitrdError("--format uki is not available in this installation") from e
+
+
+def _write_microcode(data: bytes, path: Path) -> None:
+    with atomic_write(path, 0o600) as f:
+        f.write(data)
+
+
+def write_outputs(
+    config: Config, plan: Plan, options: BuildOptions, steps: _Steps | None = None
+) -> tuple[int, Path | None]:
+    """The initrd (or UKI) and microcode files for `plan`; returns (output size, microcode path)."""
+    from mkosi_initrd.image.initrd import write_initrd
+    from mkosi_initrd.image.microcode import microcode_cpio
+
+    steps = steps or _Steps()
+    mtime = config.source_date_epoch
+    early = microcode_cpio(config, mtime=mtime)
+    if early:
+        steps.done(f"early microcode cpio: {len(early)} bytes")
+    if options.format == "uki":
+        return _write_uki(config, plan, options, early, steps), None
+    if options.format != "cpio":
+        raise InitrdError(f"unknown output format {options.format!r}", hint="use --format cpio or uki")
+    separate = options.microcode_output is not None
+    stats = write_initrd(
+        plan.entries,
+        options.output,
+        compression=config.compression,
+        level=config.level,
+        mtime=mtime,
+        early=[early] if early and not separate else [],
+    )
+    steps.done(f"initrd: {stats.cpio.entries} entries, {stats.cpio.data_bytes / 1e6:.1f} MB uncompressed")
+    if separate and early and options.microcode_output is not None:
+        _write_microcode(early, options.microcode_output)
+        return stats.size, options.microcode_output
+    return stats.size, None
+
+
+def _write_uki(config: Config, plan: Plan, options: BuildOptions, early: bytes | None, steps: _Steps) -> int:
+    from mkosi_initrd.image.initrd import write_initrd
+
+    uki = _uki_module()
+    uki_options = options.uki or uki.uki_options(config, kernel_image=options.kernel_image)
+    out_dir = Path(options.output).absolute().parent
+    with tempfile.TemporaryDirectory(prefix=".mkosi-initrd-", dir=out_dir) as tmp:
+        initrd = Path(tmp) / "initrd"
+        stats = write_initrd(
+            plan.entries,
+            initrd,
+            compression=config.compression,
+            level=config.level,
+            mtime=config.source_date_epoch,
+        )
+        steps.done(
+            f"initrd: {stats.cpio.entries} entries, {stats.cpio.data_bytes / 1e6:.1f} MB uncompressed"
+        )
+        ucode = None
+        if early:
+            ucode = Path(tmp) / "microcode"
+            ucode.write_bytes(early)
+        uki.build_uki(config, uki_options, [initrd], options.output, microcode=ucode)
+    steps.done("UKI")
+    return Path(options.output).stat().st_size
+
+
+def build(config: Config, options: BuildOptions) -> BuildResult:
+    from mkosi_initrd.build.cache import BuildCache
+
+    steps = _Steps()
+    cache = BuildCache.open(config, options)
+    if cache and (hit := cache.lookup()):
+        steps.done("cached result")
+        return BuildResult(hit.output, hit.microcode, hit.size, hit.packages, hit.modules)
+    from mkosi_initrd.plan.planner import make_plan
+
+    plan = make_plan(config)
+    if cache:
+        cache.record(plan)  # the inputs' signatures as planned, before the files are read
+    steps.done(
+        f"plan: {len(plan.packages)} packages, {len(plan.modules)} modules, {len(plan.entries)} entries"
+    )
+    for w in plan.warnings:
+        log.warning("%s", w)
+    size, microcode = write_outputs(config, plan, options, steps)
+    if cache:
+        cache.store(options.output, microcode, len(plan.packages), len(plan.modules))
+    return BuildResult(Path(options.output), microcode, size, len(plan.packages), len(plan.modules))
+
+
+def options_from_args(config: Config, args: object) -> BuildOptions:
+    """CLI arguments → BuildOptions (the UKI part via uki.options_from_args)."""
+    fmt = getattr(args, "format", None) or "cpio"
+    output = getattr(args, "output", None) or Path("uki.efi" if fmt == "uki" else "initrd")
+    uki_options = _uki_module().options_from_args(config, args) if fmt == "uki" else None
+    return BuildOptions(
+        output=Path(output),
+        format=fmt,
+        microcode_output=getattr(args, "microcode_output", None),
+        kernel_image=getattr(args, "kernel_image", None),
+        uki=uki_options,
+        use_cache=not getattr(args, "no_cache", False),
+    )

@@ -1,0 +1,228 @@
+"""dpkg backend: `var/lib/dpkg/status`, `info/*.list`, `diversions`, read-only.
+
+Dependencies become `Dep` values in the rpm vocabulary so the closure has one language:
+`a (>= 1) | b` is the rich dependency `(a >= 1 or b)`; `<<`/`>>` become `<`/`>`.
+dpkg records no file metadata, so `files()` returns mode 0 ("read it from disk").
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from mkosi_initrd.errors import InitrdError
+from mkosi_initrd.packages import debversion
+from mkosi_initrd.packages.model import Dep, FileEntry, FileFlag, Package
+from mkosi_initrd.rootfs import resolve_in_root
+
+_OPS = {"<<": "<", "<=": "<=", "=": "=", ">=": ">=", ">>": ">", "<": "<=", ">": ">="}
+_REL = re.compile(
+    r"^\s*([^\s(\[<]+)\s*(?:\(\s*([<>=]+)\s*([^)\s]+)\s*\))?\s*(?:\[[^\]]*\])?\s*(?:<[^>]*>\s*)*$"
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_relation(text: str) -> Dep:
+    """`name[:arch] [(op version)]` → Dep (arch restrictions `[...]` and profiles `<...>` dropped)."""
+    m = _REL.match(text.strip())
+    if not m:
+        raise ValueError(f"cannot parse dependency {text!r}")
+    name, op, evr = m.groups()
+    return Dep(name, _OPS[op], evr) if op else Dep(name)
+
+
+def parse_depends(field: str) -> list[Dep]:
+    """A Depends-style field → one Dep per comma-separated group; alternatives become rich `or` deps."""
+    deps = []
+    for group in field.split(","):
+        if not group.strip():
+            continue
+        alts = [parse_relation(a) for a in group.split("|")]
+        if len(alts) == 1:
+            deps.append(alts[0])
+        else:
+            deps.append(Dep("(" + " or ".join(str(a) for a in alts) + ")", rich=True))
+    return deps
+
+
+def _parse_stanza(stanza: str) -> dict[str, str]:
+    """Fields of one status stanza; of the multi-line fields only Conffiles is kept (the
+    descriptions are most of the file and never needed)."""
+    fields: dict[str, str] = {}
+    key = ""
+    for line in stanza.split("\n"):
+        if line[:1] in (" ", "\t"):
+            if key == "Conffiles":
+                fields[key] += "\n" + line.strip()
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+def _is_installed(status: str) -> bool:
+    want, _, state = (status.split() + ["", "", ""])[:3]
+    return want in ("install", "hold") and state == "installed"
+
+
+class DpkgDB:
+    backend = "dpkg"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.admindir = root / "var/lib/dpkg"
+        try:
+            text = (self.admindir / "status").read_text(errors="replace")
+        except OSError as e:
+            raise InitrdError(f"cannot read dpkg status {self.admindir}/status: {e.strerror}") from e
+        self.native_arch = self._native_arch()
+        self._pkgs: list[Package] = []
+        self._fields: dict[str, dict[str, str]] = {}
+        self._by_name: dict[str, list[Package]] = {}
+        self._provides: dict[str, list[tuple[Package, Dep]]] = {}
+        self._file_index: dict[str, list[Package]] | None = None
+        self._known: dict[str, list[str]] = {}  # name or provide → packages dpkg knows, not installed
+        for stanza in text.split("\n\n"):
+            if stanza.strip():
+                self._add(_parse_stanza(stanza))
+        self._diversions = self._read_diversions()
+        if not self.native_arch and "dpkg" in self._by_name:
+            self.native_arch = self._by_name["dpkg"][0].arch  # dpkg itself is always native
+
+    def _native_arch(self) -> str:
+        # dpkg keeps the native architecture in its `arch` file (newer dpkg) or implies it by the
+        # architecture of dpkg itself; fall back to the common case.
+        try:
+            return (self.admindir / "arch").read_text().split()[0]
+        except (OSError, IndexError):
+            return ""
+
+    def _add(self, f: dict[str, str]) -> None:
+        if "Package" not in f:
+            return
+        if not _is_installed(f.get("Status", "")):
+            for name in [f["Package"]] + [d.name for d in parse_depends(f.get("Provides", ""))]:
+                self._known.setdefault(name.partition(":")[0], []).append(f["Package"])
+            return
+        epoch, upstream, revision = debversion.split(f.get("Version", "0"))
+        try:
+            pkg = Package(
+                name=f["Package"],
+                epoch=epoch or None,
+                version=upstream,
+                release=revision,
+                arch=f.get("Architecture", "all"),
+                requires=tuple(
+                    parse_depends(f.get("Pre-Depends", "")) + parse_depends(f.get("Depends", ""))
+                ),
+                provides=tuple(parse_depends(f.get("Provides", ""))),
+                recommends=tuple(parse_depends(f.get("Recommends", ""))),
+                key=f"{f['Package']}:{f.get('Architecture', 'all')}",
+            )
+        except ValueError as e:
+            raise InitrdError(
+                f"dpkg status of {f['Package']}: {e}", hint="is var/lib/dpkg/status damaged?"
+            ) from e
+        self._pkgs.append(pkg)
+        self._fields[pkg.key] = f
+        self._by_name.setdefault(pkg.name, []).append(pkg)
+        for prov in pkg.provides:
+            self._provides.setdefault(prov.name, []).append((pkg, prov))
+
+    def _read_diversions(self) -> dict[str, str]:
+        """Diverted path → the package that diverted it (":" for a local diversion)."""
+        try:
+            lines = (self.admindir / "diversions").read_text().splitlines()
+        except OSError:
+            return {}
+        return {lines[i]: lines[i + 2] for i in range(0, len(lines) - 2, 3)}
+
+    # --- PackageDB protocol
+
+    def packages(self) -> Sequence[Package]:
+        return self._pkgs
+
+    def full_version(self, pkg: Package) -> str:
+        return self._fields[pkg.key].get("Version", "0")
+
+    def multi_arch(self, pkg: Package) -> str:
+        return self._fields[pkg.key].get("Multi-Arch", "no")
+
+    def providers(self, dep: Dep) -> list[Package]:
+        if dep.name.startswith("/"):
+            return list(self._files().get(self._canonical(dep.name), []))
+        name, _, qual = dep.name.partition(":")
+        found: list[Package] = []
+        for pkg in self._by_name.get(name, []):
+            if self._arch_ok(pkg, qual) and debversion.satisfies(self.full_version(pkg), dep.op, dep.evr):
+                found.append(pkg)
+        for pkg, prov in self._provides.get(name, []):
+            # A versioned dependency is only satisfied by a versioned (`=`) provide.
+            if dep.op and not (prov.op == "=" and debversion.satisfies(prov.evr, dep.op, dep.evr)):
+                continue
+            if pkg not in found and self._arch_ok(pkg, qual):
+                found.append(pkg)
+        return found
+
+    def _arch_ok(self, pkg: Package, qual: str) -> bool:
+        if not qual or qual == "any":
+            # Without a qualifier any installed architecture is accepted: dpkg already checked
+            # co-installability; `:any` needs Multi-Arch: allowed, which dpkg also enforced.
+            return True
+        if qual == "native":
+            return pkg.arch in (self.native_arch, "all") or not self.native_arch
+        return pkg.arch == qual
+
+    def files(self, pkg: Package) -> Sequence[FileEntry]:
+        fields = self._fields[pkg.key]
+        conffiles = {line.split()[0] for line in fields.get("Conffiles", "").splitlines() if line.strip()}
+        entries = []
+        for path in self._list(pkg):
+            by = self._diversions.get(path)
+            if by is not None and by != pkg.name:
+                continue  # diverted away: the diverter (or the admin) owns what is at `path`
+            flags = FileFlag.CONFIG if path in conffiles else FileFlag.NONE
+            entries.append(FileEntry(path=path, mode=0, size=0, flags=flags))
+        return entries
+
+    def known_providers(self, name: str) -> list[str]:
+        """Packages dpkg knows of (removed, config-files only, ...) that would provide `name`."""
+        return sorted(set(self._known.get(name, [])))
+
+    def vercmp(self, a: str, b: str) -> int:
+        return debversion.compare(a, b)
+
+    # --- helpers
+
+    def _list(self, pkg: Package) -> list[str]:
+        info = self.admindir / "info"
+        for name in (f"{pkg.name}:{pkg.arch}.list", f"{pkg.name}.list"):
+            try:
+                text = (info / name).read_text(errors="surrogateescape")
+            except FileNotFoundError:
+                continue
+            return [p for p in text.splitlines() if p and p != "/."]
+        return []
+
+    def _canonical(self, path: str) -> str:
+        parent, _, base = path.rpartition("/")
+        resolved = resolve_in_root(self.root, parent or "/")
+        rel = resolved.relative_to(self.root).as_posix()
+        return ("/" + rel if rel != "." else "") + "/" + base
+
+    def _files(self) -> dict[str, list[Package]]:
+        """Canonical path → owners, built on first use (only file-path entries need it)."""
+        if self._file_index is None:
+            index: dict[str, list[Package]] = {}
+            parents: dict[str, str] = {}
+            for pkg in self._pkgs:
+                for path in self._list(pkg):
+                    parent, _, base = path.rpartition("/")
+                    canon = parents.get(parent)
+                    if canon is None:
+                        canon = parents[parent] = self._canonical(parent + "/x")[:-2]
+                    index.setdefault(canon + "/" + base, []).append(pkg)
+            self._file_index = index
+        return self._file_index

@@ -1,0 +1,228 @@
+"""Libraries that included programs load with dlopen(), declared in `.note.dlopen` ELF notes.
+
+Package dependencies do not name dlopen()ed libraries (systemd loads libtss2, libfido2,
+libcryptsetup's plugins, p11-kit ... at run time), so an initrd built from the dependency closure
+alone would fail TPM2/FIDO2/pkcs11 unlocking. systemd (and others) describe these libraries in
+notes of type 0x407c0c0a, owner "FDO", whose payload is a JSON array of
+{"feature", "description", "priority", "soname": [...]}. Each soname found installed in the root
+is wanted in the initrd, together with the libraries it needs itself (DT_NEEDED).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import stat
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mkosi_initrd.log import log
+from mkosi_initrd.plan.model import Entry
+from mkosi_initrd.rootfs import resolve_in_root
+
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
+
+# pyelftools is imported where an ELF file is parsed: most builds find no file carrying a note
+# (the section-name pre-check below), and its import is a fifth of the planner's.
+
+NOTE_TYPE = 0x407C0C0A
+NOTE_OWNER = "FDO"
+SECTION = b".note.dlopen"
+# Where sonames are looked up in the root, in the dynamic loader's default order (multiarch first).
+LIBDIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib",
+    "/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/lib",
+)
+
+
+SKIP_PREFIXES = ("/usr/lib/modules/", "/usr/lib/firmware/", "/usr/share/")
+
+
+@dataclass(frozen=True)
+class DlopenNote:
+    binary: str  # path in the initrd of the ELF file carrying the note
+    feature: str
+    priority: str  # "required", "recommended" or "suggested"
+    sonames: tuple[str, ...]  # alternatives: any one of them is enough
+
+
+def _elf(path: Path) -> ELFFile | None:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return None
+    try:
+        return ELFFile(f)
+    except ELFError:
+        f.close()
+        return None
+
+
+def _mentions_section(path: Path) -> bool:
+    """Cheap pre-check: the section name string table (a few hundred bytes, found through the ELF
+    header) holds the note's section name. Three small reads instead of scanning the whole file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return _shstrtab_mentions(fd, SECTION)
+    except (OSError, struct.error):
+        return False
+    finally:
+        os.close(fd)
+
+
+def _shstrtab_mentions(fd: int, name: bytes) -> bool:
+    ident = os.pread(fd, 64, 0)
+    if len(ident) < 52 or ident[:4] != b"\x7fELF" or ident[4] not in (1, 2) or ident[5] not in (1, 2):
+        return False
+    end = "<" if ident[5] == 1 else ">"
+    if ident[4] == 2:  # ELF64: e_shoff at 0x28, e_shentsize/e_shnum/e_shstrndx at 0x3a
+        (shoff,) = struct.unpack_from(end + "Q", ident, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", ident, 0x3A)
+        entry_fmt, entry_at = end + "QQ", 0x18  # sh_offset, sh_size
+    else:  # ELF32
+        (shoff,) = struct.unpack_from(end + "I", ident, 0x20)
+        shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", ident, 0x2E)
+        entry_fmt, entry_at = end + "II", 0x10
+    if shoff == 0 or shnum == 0 or shstrndx == 0:
+        return False
+    if shstrndx >= 0xFF00:  # SHN_XINDEX and friends: rare, read the names the long way
+        return _scan_whole(fd, name)
+    header = os.pread(fd, shentsize, shoff + shstrndx * shentsize)
+    offset, size = struct.unpack_from(entry_fmt, header, entry_at)
+    return name in os.pread(fd, min(size, 1 << 20), offset)
+
+
+def _scan_whole(fd: int, name: bytes) -> bool:
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return False
+    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as m:
+        return m.find(name) >= 0
+
+
+def notes_of(path: Path, name: str = "") -> list[DlopenNote]:
+    """The dlopen notes of one ELF file ([] for non-ELF files and files without them)."""
+    if not _mentions_section(path):
+        return []
+    elf = _elf(path)
+    if elf is None:
+        return []
+    from elftools.elf.sections import NoteSection
+
+    out: list[DlopenNote] = []
+    try:
+        for section in elf.iter_sections():
+            if not isinstance(section, NoteSection):
+                continue
+            note: Any
+            for note in section.iter_notes():
+                if note["n_type"] != NOTE_TYPE or note["n_name"] != NOTE_OWNER:
+                    continue
+                out += _parse_payload(note["n_descdata"], name or str(path))
+    finally:
+        elf.stream.close()
+    return out
+
+
+def _parse_payload(desc: bytes, binary: str) -> list[DlopenNote]:
+    try:
+        items = json.loads(desc.rstrip(b"\0").decode())
+    except (UnicodeDecodeError, ValueError):
+        log.warning("%s: unreadable .note.dlopen payload, ignored", binary)
+        return []
+    out = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        sonames = item.get("soname", [])
+        if isinstance(sonames, str):
+            sonames = [sonames]
+        out.append(
+            DlopenNote(
+                binary,
+                str(item.get("feature", "")),
+                str(item.get("priority", "recommended")),
+                tuple(str(s) for s in sonames),
+            )
+        )
+    return out
+
+
+def needed(path: Path) -> list[str]:
+    """DT_NEEDED sonames of an ELF file."""
+    elf = _elf(path)
+    if elf is None:
+        return []
+    from elftools.elf.dynamic import DynamicSection
+
+    try:
+        for section in elf.iter_sections():
+            if isinstance(section, DynamicSection):
+                tags: list[Any] = list(section.iter_tags())
+                return [str(t.needed) for t in tags if t.entry.d_tag == "DT_NEEDED"]
+        return []
+    finally:
+        elf.stream.close()
+
+
+def find_library(root: Path, soname: str) -> str | None:
+    """Path inside the root (canonical, symlinks resolved in-root) of an installed soname."""
+    for d in LIBDIRS:
+        host = resolve_in_root(root, f"{d}/{soname}")
+        if host.is_file():
+            return "/" + str(host.relative_to(root))
+    return None
+
+
+def scan(entries: Iterable[Entry]) -> list[DlopenNote]:
+    """Notes of every regular file in `entries` copied from the root (modules and firmware skipped)."""
+    out = []
+    for e in entries:
+        if e.source is None or not stat.S_ISREG(e.mode) or e.path.startswith(SKIP_PREFIXES):
+            continue
+        out += notes_of(Path(e.source), e.path)
+    return out
+
+
+def dlopen_libraries(root: Path, entries: Iterable[Entry]) -> tuple[list[str], list[DlopenNote]]:
+    """Library paths in the root wanted by the notes of `entries` (plus their DT_NEEDED closure),
+    and the notes none of whose sonames is installed."""
+    entries = list(entries)
+    have = {e.path for e in entries}
+    wanted: list[str] = []
+    unmet: list[DlopenNote] = []
+    queue: list[str] = []
+    for note in scan(entries):
+        found = [p for p in (find_library(root, s) for s in note.sonames) if p]
+        if not found:
+            unmet.append(note)
+        queue += found
+    seen: set[str] = set()
+    while queue:
+        p = queue.pop(0)
+        if p in seen:
+            continue
+        seen.add(p)
+        if p not in have:
+            wanted.append(p)
+        for so in needed(resolve_in_root(root, p)):
+            lib = find_library(root, so)
+            if lib and lib not in seen:
+                queue.append(lib)
+    return sorted(set(wanted)), unmet

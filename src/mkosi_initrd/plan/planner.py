@@ -1,0 +1,190 @@
+"""Config → Plan: packages (closure), their files, modules, firmware and generated extras.
+
+`make_plan` is a short list of steps; each returns a `Part` (or any object with some of its
+fields) and `merge` puts them together. A later part may replace an earlier part's file (a
+generated /etc/initrd-release over the package's, say); that is logged, never silent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mkosi_initrd import osrelease
+from mkosi_initrd.config.load import PROFILES, Config
+from mkosi_initrd.host import carry as hostconfig
+from mkosi_initrd.host import probes as hostprobe
+from mkosi_initrd.host import rootstack
+from mkosi_initrd.kernel import modules as kmod
+from mkosi_initrd.log import log
+from mkosi_initrd.packages import closure, files
+from mkosi_initrd.packages.model import open_db
+from mkosi_initrd.plan import dlopen as elfnotes
+from mkosi_initrd.plan import generated as extras
+from mkosi_initrd.plan.model import CutEdge, Entry, FirmwareChoice, ModuleChoice, PackageChoice, Plan
+from mkosi_initrd.resources import read_list, resource_dir
+
+
+@dataclass(frozen=True)
+class Part:
+    """What one step contributes to the plan."""
+
+    entries: tuple[Entry, ...] = ()
+    packages: tuple[PackageChoice, ...] = ()
+    cut_edges: tuple[CutEdge, ...] = ()
+    missing: tuple[str, ...] = ()
+    modules: tuple[ModuleChoice, ...] = ()
+    firmware: tuple[FirmwareChoice, ...] = ()
+    missing_firmware: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def make_plan(config: Config) -> Plan:
+    # Host-only: the profiles the root's block stack needs (LVM, RAID, NFS), and the packages the
+    # host's configuration needs (loadkeys for a KEYMAP=); both no-ops for generic builds.
+    config = hostconfig.with_host_packages(rootstack.with_host_profiles(config))
+    os_release = osrelease.read_os_release(config.root)
+    # The kernel first: depmod then writes the subset's module index on another core while the
+    # packages are planned.
+    kernel = kmod.start_kernel(config)
+    try:
+        parts: list[Any] = [dlopen_step(config, os_release, package_step(config, os_release))]
+        parts.append(kernel.result())
+    except BaseException:
+        kernel.cancel()
+        raise
+    parts.append(hostconfig.host_config(config))
+    parts.append(Part(entries=tuple(files.extra_entries(config.root, config.extra_files))))
+    # Generated entries (extras.py) see everything else, for the manifest and sysusers.d.
+    parts.append(Part(entries=extras.generated_entries(config, merge(config, os_release, parts))))
+    return merge(config, os_release, parts)
+
+
+# --- step 1: packages
+
+
+def dlopen_step(config: Config, os_release: dict[str, str], packages: Part) -> Part:
+    """The packages again, if included programs dlopen() libraries (.note.dlopen) that are installed."""
+    wanted, unmet = elfnotes.dlopen_libraries(config.root, packages.entries)
+    for n in unmet:
+        log.debug("%s: dlopen %s (%s), not installed: %s", n.binary, n.feature, n.priority, n.sonames)
+    if not wanted:
+        return packages
+    log.info("dlopen notes want %s", " ".join(wanted))
+    return package_step(config, os_release, [closure.Request(path, "dlopen") for path in wanted])
+
+
+def requests(config: Config, family: str) -> list[closure.Request]:
+    """The base list of the family, its file-system tools, the profiles' lists, then the config's and
+    command line's entries."""
+    reqs = [closure.Request.parse(e, "list") for e in read_list(f"packages/{family}/base.list")]
+    reqs += filesystem_tools(config, family)
+    for p in config.profiles:
+        reqs += [
+            closure.Request.parse(e, f"profile:{p}")
+            for e in read_list(f"packages/{family}/profiles/{p}.list")
+        ]
+    reqs += [closure.Request.parse(e, "config") for e in config.packages]
+    return reqs
+
+
+def filesystem_tools(config: Config, family: str) -> list[closure.Request]:
+    """Every file system's tools for a generic initrd; host-only, those of the file systems it mounts."""
+    path = f"packages/{family}/filesystems.list"
+    if not (resource_dir() / path).exists():
+        return []
+    table = [line.split(None, 1) for line in read_list(path)]
+    if config.generic or not hostprobe.root_fs_known(config.root, config.procfs):
+        wanted = {fstype: "list" for fstype, _ in table}  # kmod.py warns when host-only cannot tell
+    else:
+        wanted = {t: f"fs {t}" for t, _why in hostprobe.initrd_filesystems(config.root, config.procfs)}
+    out: dict[str, closure.Request] = {}
+    for fstype, entry in table:
+        if fstype in wanted:
+            req = closure.Request.parse(entry, wanted[fstype])
+            out.setdefault(req.entry, req)
+    return list(out.values())
+
+
+def profile_removals(config: Config) -> list[str]:
+    """Files only a profile uses (remove-files-unless-PROFILE.list), for the profiles that are off."""
+    out: list[str] = []
+    for profile in PROFILES:
+        path = f"remove-files-unless-{profile}.list"
+        if profile not in config.profiles and (resource_dir() / path).exists():
+            out += read_list(path)
+    return out
+
+
+def exclusions(family: str) -> list[str]:
+    globs = read_list("exclude.list")
+    if (resource_dir() / f"packages/{family}/exclude.list").exists():
+        globs += read_list(f"packages/{family}/exclude.list")
+    return globs
+
+
+def package_step(config: Config, os_release: dict[str, str], extra: Sequence[closure.Request] = ()) -> Part:
+    family = osrelease.family(os_release)
+    db = open_db(config.root, config.backend)
+    excluder = closure.Excluder(exclusions(family), config.remove_packages)
+    reqs = [*requests(config, family), *extra]
+    result = closure.resolve(db, reqs, excluder, weak_deps=config.weak_deps)
+    remove_globs = [*read_list("remove-files.list"), *profile_removals(config), *config.remove_files]
+    per_pkg, warnings = files.package_entries(config.root, db, result.packages, remove_globs)
+    choices = [
+        PackageChoice(c.package.nevra, c.package.name, c.reason, len(pf.entries), pf.bytes)
+        for c, pf in zip(result.packages, per_pkg, strict=True)
+    ]
+    return Part(
+        entries=tuple(e for pf in per_pkg for e in pf.entries),
+        packages=tuple(sorted(choices, key=lambda c: (c.name, c.nevra))),
+        cut_edges=tuple(sorted(result.cut_edges, key=lambda c: (c.package, c.requires))),
+        missing=result.missing,
+        warnings=(*result.warnings, *warnings),
+        options={"backend": db.backend, "family": family, "weak_deps": config.weak_deps},
+    )
+
+
+# --- merging
+
+
+def merge_entries(parts: Iterable[Sequence[Entry]]) -> tuple[Entry, ...]:
+    by_path: dict[str, Entry] = {}
+    for entries in parts:
+        for e in entries:
+            old = by_path.get(e.path)
+            if old is not None:
+                if old.is_dir and e.is_dir:
+                    continue
+                if old != e:
+                    log.info("%s: %s replaces the entry from %s", e.path, e.origin or "?", old.origin or "?")
+            by_path[e.path] = e
+    return tuple(by_path[p] for p in sorted(by_path))
+
+
+def merge(config: Config, os_release: dict[str, str], parts: Sequence[Any]) -> Plan:
+    def cat(name: str) -> tuple[Any, ...]:
+        return tuple(x for p in parts for x in getattr(p, name, ()))
+
+    options: dict[str, Any] = {}
+    for p in parts:
+        options.update(getattr(p, "options", {}))
+    return Plan(
+        root=config.root,
+        kver=config.kver,
+        backend=str(options.get("backend", "")),
+        generic=config.generic,
+        profiles=config.profiles,
+        os_release=os_release,
+        packages=cat("packages"),
+        entries=merge_entries(getattr(p, "entries", ()) for p in parts),
+        cut_edges=cat("cut_edges"),
+        missing=cat("missing"),
+        modules=cat("modules"),
+        firmware=cat("firmware"),
+        missing_firmware=cat("missing_firmware"),
+        warnings=cat("warnings"),
+        options=options,
+    )

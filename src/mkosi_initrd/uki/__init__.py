@@ -1,0 +1,2 @@
+"""Unified Kernel Images: options resolved before building, PE assembly on systemd-stub, signing,
+inspection."""
