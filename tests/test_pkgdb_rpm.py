@@ -11,7 +11,8 @@ import pytest
 
 from fixtures.rpmspecs import DBPATH, rpm_root
 from mkosi_initrd.errors import InitrdError
-from mkosi_initrd.packages.model import Dep, DepKind, FileFlag, Package, detect_backend, open_db
+from mkosi_initrd.packages.database import detect_backend, open_db
+from mkosi_initrd.packages.model import Dep, DepKind, FileFlag, Package
 from mkosi_initrd.packages.rpm import RpmDB
 
 

@@ -36,6 +36,7 @@ from typing import Any
 from mkosi_initrd import __version__
 from mkosi_initrd.config.load import Config
 from mkosi_initrd.log import log
+from mkosi_initrd.packages.locations import DPKG_STATUS, RPMDB_PATHS
 
 DEFAULT_DIR = Path("/var/cache/mkosi-initrd")
 DEFAULT_MAX_BYTES = 512 << 20
@@ -46,9 +47,6 @@ _CHUNK = 1 << 20
 _META = "meta.json"
 _MODE = 0o600
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # mkosi_initrd/, all of it
-# pkgdb.py's paths (a test holds them equal): importing it would cost the hit path its types.
-RPMDB_PATHS = ("usr/lib/sysimage/rpm", "var/lib/rpm")
-DPKG_STATUS = "var/lib/dpkg/status"
 _DPKG_FILES = ("status", "diversions")
 _RPM_SKIP = ("-shm", ".lock")  # touched by readers, not by changes
 _UCODE_DIRS = ("amd-ucode", "intel-ucode")

@@ -1,7 +1,5 @@
-"""The package database of a root: values shared by the rpm and dpkg backends.
-
-A backend reads; it never writes. `open_db()` picks the backend from what the root has.
-"""
+"""What a package database says, in one vocabulary for the rpm and dpkg backends: packages, their
+dependencies and provides, their files. A backend reads; it never writes (database.open_db())."""
 
 from __future__ import annotations
 
@@ -10,8 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-
-from mkosi_initrd.errors import InitrdError
 
 
 class FileFlag(enum.Flag):
@@ -111,37 +107,3 @@ class PackageDB(Protocol):
     def vercmp(self, a: str, b: str) -> int:
         """Compare two EVR strings with the backend's rules (-1, 0, 1)."""
         ...
-
-
-RPMDB_PATHS = ("usr/lib/sysimage/rpm", "var/lib/rpm")
-DPKG_STATUS = "var/lib/dpkg/status"
-
-
-def detect_backend(root: Path) -> str:
-    for p in RPMDB_PATHS:
-        d = root / p
-        if (d / "rpmdb.sqlite").exists() or (d / "Packages").exists() or (d / "Packages.db").exists():
-            return "rpm"
-    if (root / DPKG_STATUS).exists():
-        return "dpkg"
-    raise InitrdError(
-        f"no package database in {root}: looked for an rpmdb in "
-        + ", ".join(f"{root}/{p}" for p in RPMDB_PATHS)
-        + f" and for {root}/{DPKG_STATUS}",
-        hint="point --root at an installed system (or a sysroot with its package database)",
-    )
-
-
-def open_db(root: Path, backend: str | None = None) -> PackageDB:
-    if not root.is_dir():
-        raise InitrdError(f"root {root} does not exist or is not a directory")
-    backend = backend or detect_backend(root)
-    if backend == "rpm":
-        from mkosi_initrd.packages.rpm import RpmDB
-
-        return RpmDB(root)
-    if backend == "dpkg":
-        from mkosi_initrd.packages.dpkg import DpkgDB
-
-        return DpkgDB(root)
-    raise InitrdError(f"unknown package backend {backend!r}", hint="use --backend rpm or --backend dpkg")

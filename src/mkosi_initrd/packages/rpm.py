@@ -7,12 +7,14 @@ directory symlinks inside the root, so `/bin/sh` finds `/usr/bin/sh` on a usrmer
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mkosi_initrd.errors import InitrdError
-from mkosi_initrd.packages.model import RPMDB_PATHS, Dep, DepKind, FileEntry, FileFlag, Package
+from mkosi_initrd.packages.locations import RPMDB_PATHS, rpmdb_path
+from mkosi_initrd.packages.model import Dep, DepKind, FileEntry, FileFlag, Package
 
 _rpm: Any = None
 
@@ -31,9 +33,21 @@ def _import_rpm() -> Any:
     return _rpm
 
 
-def _kind(rpm: Any, flags: int) -> DepKind:
-    kind = DepKind.RUNTIME
-    for bit, k in (
+_Flag = TypeVar("_Flag", DepKind, FileFlag)
+
+
+def _flags(value: int, bits: Iterable[tuple[int, _Flag]], none: _Flag) -> _Flag:
+    """rpm's bit field → our flag set, by a (bit, flag) table."""
+    out = none
+    for bit, flag in bits:
+        if value & bit:
+            out |= flag
+    return out
+
+
+@functools.cache
+def _dep_kinds(rpm: Any) -> tuple[tuple[int, DepKind], ...]:
+    return (
         (rpm.RPMSENSE_SCRIPT_PRE, DepKind.PRE),
         (rpm.RPMSENSE_SCRIPT_POST, DepKind.POST),
         (rpm.RPMSENSE_SCRIPT_PREUN, DepKind.PREUN),
@@ -43,10 +57,19 @@ def _kind(rpm: Any, flags: int) -> DepKind:
         (rpm.RPMSENSE_SCRIPT_VERIFY, DepKind.VERIFY),
         (rpm.RPMSENSE_RPMLIB, DepKind.RPMLIB),
         (rpm.RPMSENSE_CONFIG, DepKind.CONFIG),
-    ):
-        if flags & bit:
-            kind |= k
-    return kind
+    )
+
+
+@functools.cache
+def _file_flags(rpm: Any) -> tuple[tuple[int, FileFlag], ...]:
+    return (
+        (rpm.RPMFILE_CONFIG, FileFlag.CONFIG),
+        (rpm.RPMFILE_DOC, FileFlag.DOC),
+        (rpm.RPMFILE_LICENSE, FileFlag.LICENSE),
+        (rpm.RPMFILE_GHOST, FileFlag.GHOST),
+        (rpm.RPMFILE_README, FileFlag.README),
+        (rpm.RPMFILE_MISSINGOK, FileFlag.MISSINGOK),
+    )
 
 
 def _op(rpm: Any, flags: int) -> str:
@@ -68,7 +91,15 @@ def _deps(rpm: Any, h: Any, tag: str) -> tuple[Dep, ...]:
     out = []
     for d in rpm.ds(h, tag):
         flags = d.Flags()
-        out.append(Dep(d.N(), _op(rpm, flags), d.EVR() or "", _kind(rpm, flags), bool(d.IsRich())))
+        out.append(
+            Dep(
+                d.N(),
+                _op(rpm, flags),
+                d.EVR() or "",
+                _flags(flags, _dep_kinds(rpm), DepKind.RUNTIME),
+                bool(d.IsRich()),
+            )
+        )
     return tuple(out)
 
 
@@ -79,10 +110,9 @@ def _split_evr(evr: str) -> tuple[str, str, str]:
 
 
 def find_dbpath(root: Path) -> str:
-    for p in RPMDB_PATHS:
-        d = root / p
-        if any((d / f).exists() for f in ("rpmdb.sqlite", "Packages", "Packages.db")):
-            return "/" + p
+    path = rpmdb_path(root)
+    if path is not None:
+        return "/" + path
     raise InitrdError(
         f"no rpm database in {root} (looked in {', '.join('/' + p for p in RPMDB_PATHS)})",
         hint="point --root at an rpm-based system, or use --backend dpkg",
@@ -174,7 +204,7 @@ class RpmDB:
                     size=f.size,
                     linkto=f.linkto or "",
                     digest=f.digest or "",
-                    flags=_fflags(rpm, f.fflags),
+                    flags=_flags(f.fflags, _file_flags(rpm), FileFlag.NONE),
                     lang=langs[i] if i < len(langs) else "",
                     inode=f.inode,
                     nlink=f.nlink,
@@ -209,18 +239,3 @@ class RpmDB:
         p = self._ds(prov.name, prov.op, prov.evr, "providename")
         r = self._ds(req.name, req.op, req.evr, "requirename")
         return bool(p.Compare(r))
-
-
-def _fflags(rpm: Any, fflags: int) -> FileFlag:
-    flags = FileFlag.NONE
-    for bit, flag in (
-        (rpm.RPMFILE_CONFIG, FileFlag.CONFIG),
-        (rpm.RPMFILE_DOC, FileFlag.DOC),
-        (rpm.RPMFILE_LICENSE, FileFlag.LICENSE),
-        (rpm.RPMFILE_GHOST, FileFlag.GHOST),
-        (rpm.RPMFILE_README, FileFlag.README),
-        (rpm.RPMFILE_MISSINGOK, FileFlag.MISSINGOK),
-    ):
-        if fflags & bit:
-            flags |= flag
-    return flags

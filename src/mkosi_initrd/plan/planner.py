@@ -19,7 +19,7 @@ from mkosi_initrd.host import rootstack
 from mkosi_initrd.kernel import modules as kmod
 from mkosi_initrd.log import log
 from mkosi_initrd.packages import closure, files
-from mkosi_initrd.packages.model import open_db
+from mkosi_initrd.packages.database import open_db
 from mkosi_initrd.plan import dlopen as elfnotes
 from mkosi_initrd.plan import generated as extras
 from mkosi_initrd.plan.model import CutEdge, Entry, FirmwareChoice, ModuleChoice, PackageChoice, Plan
