@@ -25,11 +25,12 @@ import zstandard
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from benchkernel import bench_kernel  # noqa: E402
 from mkosi_initrd.config.load import Config  # noqa: E402
-from mkosi_initrd.kernel import modules as kmod  # noqa: E402
 from mkosi_initrd.kernel.depmod import regenerate  # noqa: E402
 from mkosi_initrd.kernel.firmware import FirmwarePart, select_firmware  # noqa: E402
 from mkosi_initrd.kernel.index import load_index  # noqa: E402
 from mkosi_initrd.kernel.modinfo import modinfo_section  # noqa: E402
+from mkosi_initrd.kernel.modules import firmware_wants  # noqa: E402
+from mkosi_initrd.kernel.selection import Selection, select_modules  # noqa: E402
 
 T = TypeVar("T")
 
@@ -55,10 +56,10 @@ def main() -> int:
     config = Config(root=args.root, kver=kver, generic=True)
     moddir = args.root / "usr/lib/modules" / kver
 
-    def select() -> tuple[kmod.Selection, FirmwarePart]:
+    def select() -> tuple[Selection, FirmwarePart]:
         index = load_index(moddir, kver)
-        selection = kmod.select_modules(config, index)
-        fw = select_firmware(config.root, kver, kmod.firmware_wants(index, selection), config.firmware)
+        selection = select_modules(config, index)
+        fw = select_firmware(config.root, kver, firmware_wants(index, selection), config.firmware)
         return selection, fw
 
     t_total, result = timed(select)

@@ -18,7 +18,8 @@ from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.host.probes import Want, needed, root_needs
 from mkosi_initrd.kernel import depmod as modregen
 from mkosi_initrd.kernel.index import load_index
-from mkosi_initrd.kernel.modules import KernelPart, close, plan_kernel, start_kernel
+from mkosi_initrd.kernel.modules import KernelPart, plan_kernel, start_kernel
+from mkosi_initrd.kernel.selection import close
 from mkosi_initrd.plan.planner import make_plan
 
 

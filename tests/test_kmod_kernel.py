@@ -13,8 +13,9 @@ from fixtures.kernel import debian_kernel_root, kernel_under_test
 from mkosi_initrd.cli import main
 from mkosi_initrd.config.load import Config
 from mkosi_initrd.kernel.index import load_index, normalize, strip_module_suffix
-from mkosi_initrd.kernel.modules import KernelPart, host_classes, plan_kernel
+from mkosi_initrd.kernel.modules import KernelPart, plan_kernel
 from mkosi_initrd.kernel.patterns import PatternSet, module_key
+from mkosi_initrd.kernel.selection import host_classes
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("host_kernel")]
 KVER = kernel_under_test().kver  # the package of the test kernel, unpacked
