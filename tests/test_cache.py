@@ -334,16 +334,18 @@ def test_a_uki_is_cached_and_its_inputs_invalidate(
     assert not hit(tmp_path / "c.efi")
 
 
-def test_every_host_file_hostconfig_names_is_in_the_key() -> None:
-    """A new host file read by hostconfig.py must be added to cache.HOST_FILES (or PROFILE_FILES)."""
+def test_every_host_file_the_host_package_names_is_in_the_key() -> None:
+    """A new host file read by host/*.py must be added to cache.HOST_FILES (or carry.PROFILE_FILES)."""
     import ast
     import re
 
+    from mkosi_initrd import host
     from mkosi_initrd.host import carry as hostconfig
 
-    source = Path(hostconfig.__file__).read_text()
+    sources = [p.read_text() for p in Path(host.__file__).parent.glob("*.py")]
     named = {
         n.value.rstrip("/")
+        for source in sources
         for n in ast.walk(ast.parse(source))
         if isinstance(n, ast.Constant)
         and isinstance(n.value, str)

@@ -12,8 +12,9 @@ import pytest
 
 from fixtures.kernel import HostKernel
 from mkosi_initrd.config.load import Config
-from mkosi_initrd.host import carry as hostconfig
-from mkosi_initrd.host import rootstack
+from mkosi_initrd.host import crypttab, lvm, resume, rootstack, vconsole
+from mkosi_initrd.host.carry import host_config
+from mkosi_initrd.plan.parts import Part
 
 
 def write(root: Path, path: str, text: str | bytes, mode: int = 0o644) -> Path:
@@ -24,7 +25,7 @@ def write(root: Path, path: str, text: str | bytes, mode: int = 0o644) -> Path:
     return p
 
 
-def by_path(result: hostconfig.HostConfig) -> dict[str, object]:
+def by_path(result: Part) -> dict[str, object]:
     return {e.path: e for e in result.entries}
 
 
@@ -41,9 +42,9 @@ def test_only_x_initrd_attach_lines_go_into_the_initrd_crypttab(tmp_path: Path) 
         "swap UUID=3333 none luks,discard,x-initrd.attach\n",
     )
     write(tmp_path, "/etc/keys/root.key", b"secret", 0o600)
-    result = hostconfig.crypttab(tmp_path)
-    crypttab = by_path(result)["/etc/crypttab"]
-    text = crypttab.data.decode()  # type: ignore[attr-defined]
+    result = crypttab.crypttab(tmp_path)
+    initrd_crypttab = by_path(result)["/etc/crypttab"]
+    text = initrd_crypttab.data.decode()  # type: ignore[attr-defined]
     assert "root UUID=1111" in text and "swap UUID=3333" in text
     assert "home" not in text
     assert result.warnings == ()
@@ -52,7 +53,7 @@ def test_only_x_initrd_attach_lines_go_into_the_initrd_crypttab(tmp_path: Path) 
 def test_key_file_keeps_mode_0600_and_its_bytes(tmp_path: Path) -> None:
     write(tmp_path, "/etc/crypttab", "root UUID=1 /etc/keys/root.key luks,x-initrd.attach\n")
     write(tmp_path, "/etc/keys/root.key", b"\x00secret\xff", 0o600)
-    key = by_path(hostconfig.crypttab(tmp_path))["/etc/keys/root.key"]
+    key = by_path(crypttab.crypttab(tmp_path))["/etc/keys/root.key"]
     assert key.mode == stat.S_IFREG | 0o600  # type: ignore[attr-defined]
     assert key.data == b"\x00secret\xff"  # type: ignore[attr-defined]
 
@@ -60,19 +61,19 @@ def test_key_file_keeps_mode_0600_and_its_bytes(tmp_path: Path) -> None:
 def test_key_file_never_readable_by_others_in_the_initrd(tmp_path: Path) -> None:
     write(tmp_path, "/etc/crypttab", "root UUID=1 /etc/keys/root.key luks,x-initrd.attach\n")
     write(tmp_path, "/etc/keys/root.key", b"k", 0o644)
-    key = by_path(hostconfig.crypttab(tmp_path))["/etc/keys/root.key"]
+    key = by_path(crypttab.crypttab(tmp_path))["/etc/keys/root.key"]
     assert stat.S_IMODE(key.mode) == 0o600  # type: ignore[attr-defined]
 
 
 def test_default_key_file_is_taken_from_cryptsetup_keys_d(tmp_path: Path) -> None:
     write(tmp_path, "/etc/crypttab", "root UUID=1 - luks,x-initrd.attach\n")
     write(tmp_path, "/etc/cryptsetup-keys.d/root.key", b"k", 0o600)
-    assert "/etc/cryptsetup-keys.d/root.key" in by_path(hostconfig.crypttab(tmp_path))
+    assert "/etc/cryptsetup-keys.d/root.key" in by_path(crypttab.crypttab(tmp_path))
 
 
 def test_unreadable_key_file_is_a_warning_naming_the_line(tmp_path: Path) -> None:
     write(tmp_path, "/etc/crypttab", "# c\nroot UUID=1 /etc/keys/gone.key luks,x-initrd.attach\n")
-    result = hostconfig.crypttab(tmp_path)
+    result = crypttab.crypttab(tmp_path)
     assert "/etc/crypttab" in by_path(result)
     assert "/etc/keys/gone.key" not in by_path(result)
     (warning,) = result.warnings
@@ -83,14 +84,14 @@ def test_unreadable_key_file_is_a_warning_naming_the_line(tmp_path: Path) -> Non
 
 def test_key_on_a_device_is_not_copied(tmp_path: Path) -> None:
     write(tmp_path, "/etc/crypttab", "root UUID=1 /key.bin:UUID=abcd luks,x-initrd.attach\n")
-    result = hostconfig.crypttab(tmp_path)
+    result = crypttab.crypttab(tmp_path)
     assert set(by_path(result)) == {"/etc/crypttab"} and result.warnings == ()
 
 
 def test_no_crypttab_or_no_initrd_lines_carry_nothing(tmp_path: Path) -> None:
-    assert hostconfig.crypttab(tmp_path).entries == ()
+    assert crypttab.crypttab(tmp_path).entries == ()
     write(tmp_path, "/etc/crypttab", "home UUID=2 none luks\n")
-    assert hostconfig.crypttab(tmp_path).entries == ()
+    assert crypttab.crypttab(tmp_path).entries == ()
 
 
 def test_key_symlink_escaping_the_root_stays_inside_it(tmp_path: Path) -> None:
@@ -98,7 +99,7 @@ def test_key_symlink_escaping_the_root_stays_inside_it(tmp_path: Path) -> None:
     (tmp_path / "etc/keys").mkdir()
     (tmp_path / "etc/keys/root.key").symlink_to("/../../inside.key")
     write(tmp_path, "/inside.key", b"in-root", 0o600)
-    assert by_path(hostconfig.crypttab(tmp_path))["/etc/keys/root.key"].data == b"in-root"  # type: ignore[attr-defined]
+    assert by_path(crypttab.crypttab(tmp_path))["/etc/keys/root.key"].data == b"in-root"  # type: ignore[attr-defined]
 
 
 # --- console
@@ -114,7 +115,7 @@ def test_vconsole_keymap_and_its_includes_are_carried(tmp_path: Path) -> None:
     )
     write(tmp_path, f"{maps}/include/linux-with-alt-and-altgr.inc", 'include "linux-keys-bare"\n')
     write(tmp_path, f"{maps}/include/linux-keys-bare.inc", "keycode 2 = one\n")
-    result = hostconfig.vconsole(tmp_path)
+    result = vconsole.vconsole(tmp_path)
     assert set(by_path(result)) == {
         "/etc/vconsole.conf",
         f"{maps}/qwertz/de.map.gz",
@@ -126,7 +127,7 @@ def test_vconsole_keymap_and_its_includes_are_carried(tmp_path: Path) -> None:
 
 def test_missing_keymap_is_a_warning(tmp_path: Path) -> None:
     write(tmp_path, "/etc/vconsole.conf", "KEYMAP=nowhere\n")
-    (warning,) = hostconfig.vconsole(tmp_path).warnings
+    (warning,) = vconsole.vconsole(tmp_path).warnings
     assert "KEYMAP=nowhere" in warning
 
 
@@ -141,14 +142,14 @@ def test_unit_path_escape_matches_systemd_escape(device: str) -> None:
     expected = subprocess.run(
         ["systemd-escape", "--path", device], capture_output=True, text=True, check=True
     )
-    assert hostconfig.unit_path_escape(device) == expected.stdout.strip()
+    assert resume.unit_path_escape(device) == expected.stdout.strip()
 
 
 def test_resume_from_initramfs_tools_config_becomes_a_resume_unit(tmp_path: Path) -> None:
     write(tmp_path, "/etc/initramfs-tools/conf.d/resume", "RESUME=UUID=5a6b-7c\n")
     procfs = tmp_path / "proc"
     write(procfs, "cmdline", "root=/dev/vda ro\n")
-    (entry,) = hostconfig.resume(tmp_path, procfs).entries
+    (entry,) = resume.resume(tmp_path, procfs).entries
     assert entry.path == (
         "/etc/systemd/system/sysinit.target.wants/systemd-hibernate-resume@dev-disk-by\\x2duuid-5a6b\\x2d7c.service"
     )
@@ -159,12 +160,12 @@ def test_resume_in_etc_kernel_cmdline_wins_over_the_running_one(tmp_path: Path) 
     write(tmp_path, "/etc/kernel/cmdline", "root=/dev/vda resume=/dev/vdc\n")
     procfs = tmp_path / "proc"
     write(procfs, "cmdline", "resume=/dev/vdb\n")
-    assert hostconfig.resume_device(tmp_path, procfs) == ("/dev/vdc", "/etc/kernel/cmdline")
+    assert resume.resume_device(tmp_path, procfs) == ("/dev/vdc", "/etc/kernel/cmdline")
 
 
 def test_no_resume_configured_adds_nothing(tmp_path: Path) -> None:
     write(tmp_path, "/etc/initramfs-tools/conf.d/resume", "RESUME=none\n")
-    assert hostconfig.resume(tmp_path, tmp_path / "proc").entries == ()
+    assert resume.resume(tmp_path, tmp_path / "proc").entries == ()
 
 
 # --- lvm and profile files
@@ -172,9 +173,9 @@ def test_no_resume_configured_adds_nothing(tmp_path: Path) -> None:
 
 def test_lvm_conf_only_when_it_changes_activation(tmp_path: Path) -> None:
     write(tmp_path, "/etc/lvm/lvm.conf", 'global {\n  # filter = [ "r|.*|" ]\n  umask = 077\n}\n')
-    assert hostconfig.lvm_conf(tmp_path).entries == ()
+    assert lvm.lvm_conf(tmp_path).entries == ()
     write(tmp_path, "/etc/lvm/lvm.conf", 'devices {\n  global_filter = [ "r|/dev/sdb|" ]\n}\n')
-    assert [e.path for e in hostconfig.lvm_conf(tmp_path).entries] == ["/etc/lvm/lvm.conf"]
+    assert [e.path for e in lvm.lvm_conf(tmp_path).entries] == ["/etc/lvm/lvm.conf"]
 
 
 def test_profiles_carry_their_files_and_generic_carries_nothing(tmp_path: Path) -> None:
@@ -185,7 +186,7 @@ def test_profiles_carry_their_files_and_generic_carries_nothing(tmp_path: Path) 
     procfs = tmp_path / "proc"
     procfs.mkdir()
     config = Config(root=tmp_path, procfs=procfs, profiles=("raid", "lvm", "network", "nfs"))
-    paths = set(by_path(hostconfig.host_config(config)))
+    paths = set(by_path(host_config(config)))
     assert {
         "/etc/mdadm/mdadm.conf",
         "/etc/lvm/devices/system.devices",
@@ -193,16 +194,9 @@ def test_profiles_carry_their_files_and_generic_carries_nothing(tmp_path: Path) 
         "/etc/systemd/network/20-wired.network",
         "/etc/idmapd.conf",
     } <= paths
-    without_raid = set(
-        by_path(hostconfig.host_config(Config(root=tmp_path, procfs=procfs, profiles=("nfs",))))
-    )
+    without_raid = set(by_path(host_config(Config(root=tmp_path, procfs=procfs, profiles=("nfs",)))))
     assert "/etc/mdadm/mdadm.conf" not in without_raid and "/etc/idmapd.conf" in without_raid
-    assert (
-        hostconfig.host_config(
-            Config(root=tmp_path, procfs=procfs, generic=True, profiles=("raid",))
-        ).entries
-        == ()
-    )
+    assert host_config(Config(root=tmp_path, procfs=procfs, generic=True, profiles=("raid",))).entries == ()
 
 
 # --- root stack
@@ -297,10 +291,10 @@ def test_detect_reads_the_running_host() -> None:
 
 def test_keymap_pulls_in_loadkeys_only_for_host_only_builds(tmp_path: Path) -> None:
     write(tmp_path, "/etc/vconsole.conf", "KEYMAP=de\n")
-    assert "kbd?" in hostconfig.with_host_packages(Config(root=tmp_path)).packages
-    assert hostconfig.with_host_packages(Config(root=tmp_path, generic=True)).packages == ()
+    assert "kbd?" in vconsole.with_host_packages(Config(root=tmp_path)).packages
+    assert vconsole.with_host_packages(Config(root=tmp_path, generic=True)).packages == ()
     write(tmp_path, "/etc/vconsole.conf", "FONT=eurlatgr\n")
-    assert hostconfig.with_host_packages(Config(root=tmp_path)).packages == ()
+    assert vconsole.with_host_packages(Config(root=tmp_path)).packages == ()
 
 
 def test_network_profile_enables_networkd_even_for_generic_builds(tmp_path: Path) -> None:
@@ -308,7 +302,7 @@ def test_network_profile_enables_networkd_even_for_generic_builds(tmp_path: Path
     procfs.mkdir()
     for generic in (False, True):
         config = Config(root=tmp_path, procfs=procfs, generic=generic, profiles=("network",))
-        entries = by_path(hostconfig.host_config(config))
+        entries = by_path(host_config(config))
         link = entries["/etc/systemd/system/initrd.target.wants/systemd-networkd.service"]
         assert link.linkto == "/usr/lib/systemd/system/systemd-networkd.service"  # type: ignore[attr-defined]
         assert (
@@ -316,7 +310,7 @@ def test_network_profile_enables_networkd_even_for_generic_builds(tmp_path: Path
         )
         default = entries["/usr/lib/systemd/network/89-mkosi-initrd-ethernet.network"]
         assert b"DHCP=yes" in default.data  # type: ignore[attr-defined]
-    assert hostconfig.host_config(Config(root=tmp_path, procfs=procfs, generic=True)).entries == ()
+    assert host_config(Config(root=tmp_path, procfs=procfs, generic=True)).entries == ()
 
 
 def test_hosts_own_network_files_sort_before_the_default(tmp_path: Path) -> None:
@@ -330,7 +324,7 @@ def test_hosts_own_network_files_sort_before_the_default(tmp_path: Path) -> None
     procfs.mkdir()
     names = sorted(
         Path(p).name
-        for p in by_path(hostconfig.host_config(Config(root=tmp_path, procfs=procfs, profiles=("network",))))
+        for p in by_path(host_config(Config(root=tmp_path, procfs=procfs, profiles=("network",))))
         if p.endswith(".network")
     )
     assert names == ["20-wired.network", "89-mkosi-initrd-ethernet.network"]
@@ -341,7 +335,7 @@ def run_nfsroot_generator(tmp_path: Path, cmdline: str) -> dict[str, str]:
     procfs = tmp_path / "proc"
     procfs.mkdir(exist_ok=True)
     config = Config(root=tmp_path, procfs=procfs, generic=True, profiles=("nfs",))
-    (entry,) = hostconfig.host_config(config).entries
+    (entry,) = host_config(config).entries
     assert entry.path == "/usr/lib/systemd/system-generators/mkosi-initrd-nfsroot-generator"
     assert stat.S_IMODE(entry.mode) == 0o755
     script = write(tmp_path, "generator", entry.data or b"", 0o755)

@@ -18,8 +18,9 @@ from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.host.probes import Want, needed, root_needs
 from mkosi_initrd.kernel import depmod as modregen
 from mkosi_initrd.kernel.index import load_index
-from mkosi_initrd.kernel.modules import KernelPart, plan_kernel, start_kernel
+from mkosi_initrd.kernel.modules import plan_kernel, start_kernel
 from mkosi_initrd.kernel.selection import close
+from mkosi_initrd.plan.parts import Part
 from mkosi_initrd.plan.planner import make_plan
 
 
@@ -33,7 +34,7 @@ def config(root: Path, **kw: object) -> Config:
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
-def reasons(part: KernelPart) -> dict[str, str]:
+def reasons(part: Part) -> dict[str, str]:
     return {m.name: m.reason for m in part.modules}
 
 
@@ -172,7 +173,7 @@ def modprobe(tree: Path, *args: str) -> str:
     return proc.stdout
 
 
-def write_tree(part: KernelPart, dest: Path) -> None:
+def write_tree(part: Part, dest: Path) -> None:
     """The entries as files, the way the image writer would store them."""
     for e in part.entries:
         path = dest / e.path.lstrip("/")

@@ -13,9 +13,10 @@ from fixtures.kernel import debian_kernel_root, kernel_under_test
 from mkosi_initrd.cli import main
 from mkosi_initrd.config.load import Config
 from mkosi_initrd.kernel.index import load_index, normalize, strip_module_suffix
-from mkosi_initrd.kernel.modules import KernelPart, plan_kernel
+from mkosi_initrd.kernel.modules import plan_kernel
 from mkosi_initrd.kernel.patterns import PatternSet, module_key
 from mkosi_initrd.kernel.selection import host_classes
+from mkosi_initrd.plan.parts import Part
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("host_kernel")]
 KVER = kernel_under_test().kver  # the package of the test kernel, unpacked
@@ -27,7 +28,7 @@ def root() -> Path:
 
 
 @pytest.fixture(scope="module")
-def generic(root: Path) -> KernelPart:
+def generic(root: Path) -> Part:
     return plan_kernel(Config(root=root, kver=KVER, generic=True))
 
 
@@ -53,7 +54,7 @@ def undefined_symbols(path: Path) -> set[str]:
     return {line.split()[-1] for line in out.splitlines() if line.strip()}
 
 
-def test_generic_selection_takes_the_default_list(generic: KernelPart) -> None:
+def test_generic_selection_takes_the_default_list(generic: Part) -> None:
     names = {m.name for m in generic.modules}
     assert {"ext4", "xfs", "btrfs", "virtio_blk", "nvme", "dm_crypt", "sd_mod", "usb_storage"} <= names
     listed_hw_crypto = [
@@ -65,9 +66,7 @@ def test_generic_selection_takes_the_default_list(generic: KernelPart) -> None:
     assert 150 < len(names) < 600
 
 
-def test_every_dependency_of_a_selected_module_is_selected_or_built_in(
-    root: Path, generic: KernelPart
-) -> None:
+def test_every_dependency_of_a_selected_module_is_selected_or_built_in(root: Path, generic: Part) -> None:
     moddir = root / "usr/lib/modules" / KVER
     index = load_index(moddir, KVER)
     selected = {m.name for m in generic.modules}
@@ -80,7 +79,7 @@ def test_every_dependency_of_a_selected_module_is_selected_or_built_in(
             assert dep in selected | builtin, f"{dep} (modules.dep of {m.name}) left out"
 
 
-def test_every_resolvable_softdep_is_selected(root: Path, generic: KernelPart) -> None:
+def test_every_resolvable_softdep_is_selected(root: Path, generic: Part) -> None:
     moddir = root / "usr/lib/modules" / KVER
     index = load_index(moddir, KVER)
     selected = {m.name for m in generic.modules}
@@ -95,7 +94,7 @@ def test_every_resolvable_softdep_is_selected(root: Path, generic: KernelPart) -
 
 
 def test_regenerated_index_resolves_every_module_and_symbol(
-    root: Path, generic: KernelPart, tmp_path: Path
+    root: Path, generic: Part, tmp_path: Path
 ) -> None:
     for e in generic.entries:
         path = tmp_path / e.path.lstrip("/")
@@ -118,9 +117,7 @@ def test_regenerated_index_resolves_every_module_and_symbol(
             assert Path(line.split()[1]).exists(), line
 
 
-def test_every_symbol_a_selected_module_needs_is_exported_by_the_subset(
-    root: Path, generic: KernelPart
-) -> None:
+def test_every_symbol_a_selected_module_needs_is_exported_by_the_subset(root: Path, generic: Part) -> None:
     """Symbols exported by modules (the full kernel's modules.symbols) must come from selected ones."""
     moddir = root / "usr/lib/modules" / KVER
     exporters: dict[str, set[str]] = {}
@@ -138,7 +135,7 @@ def test_every_symbol_a_selected_module_needs_is_exported_by_the_subset(
     assert needed > 100
 
 
-def test_firmware_of_selected_modules_only(generic: KernelPart) -> None:
+def test_firmware_of_selected_modules_only(generic: Part) -> None:
     wanted_by = {part.strip() for f in generic.firmware for part in f.reason.split(",")}
     assert wanted_by <= {m.name for m in generic.modules}
     for missing in generic.missing_firmware:
@@ -164,12 +161,12 @@ def _decides(classes: PatternSet, rel: str) -> bool:
     return p is not None and p.include
 
 
-def part_reason(part: KernelPart, name: str) -> str:
+def part_reason(part: Part, name: str) -> str:
     return next(m.reason for m in part.modules if m.name == name)
 
 
 def test_host_only_leaves_out_file_systems_and_features_this_host_does_not_use(
-    root: Path, generic: KernelPart, tmp_path: Path
+    root: Path, generic: Part, tmp_path: Path
 ) -> None:
     # This host, with the unpacked kernel's directory mounted as its root is (a sysroot).
     mountinfo = Path("/proc/self/mountinfo").read_text()

@@ -205,17 +205,6 @@ def host_files_state(config: Config) -> list[Any]:
     return out
 
 
-def effective_config(config: Config) -> Config:
-    """The configuration a host-only build plans with: profiles its root stack needs, packages its
-    console needs (planner.make_plan does the same first)."""
-    if config.generic:
-        return config
-    from mkosi_initrd.host import carry as hostconfig
-    from mkosi_initrd.host import rootstack
-
-    return hostconfig.with_host_packages(rootstack.with_host_profiles(config))
-
-
 def host_state(config: Config) -> list[Any]:
     """Host-only builds: the same probes kmod.py makes, the CPU microcode is chosen for, the
     kernel command line (resume=) and the host's configuration files."""
@@ -263,6 +252,7 @@ def config_state(config: Config) -> list[Any]:
 def input_key(config: Config, options: Any) -> str:
     """The key of the cheap inputs; see the module docstring."""
     from mkosi_initrd.osrelease import OS_RELEASE_PATHS
+    from mkosi_initrd.plan.effective import effective_config
     from mkosi_initrd.rootfs import resolve_in_root
 
     root = config.root

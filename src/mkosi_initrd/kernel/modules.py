@@ -1,6 +1,6 @@
 """The kernel's part of the plan: which modules and firmware go in, why, and their archive entries.
 
-    plan_kernel(config) -> KernelPart
+    plan_kernel(config) -> Part
     start_kernel(config) -> PendingKernel   (the same, with depmod still running: .result(), .cancel())
 
 1.-3. the modules: patterns, host-only probes and the closure (selection.py);
@@ -25,20 +25,11 @@ from mkosi_initrd.kernel.modinfo import ModInfo, decompress
 from mkosi_initrd.kernel.modprobe import add_config_softdeps
 from mkosi_initrd.kernel.selection import Selection, select_modules
 from mkosi_initrd.log import log
-from mkosi_initrd.plan.model import Entry, FirmwareChoice, ModuleChoice
+from mkosi_initrd.plan.model import Entry, ModuleChoice
+from mkosi_initrd.plan.parts import Part
 from mkosi_initrd.rootfs import CanonicalPaths, resolve_in_root
 
 MODULES_DIR = "/usr/lib/modules"
-
-
-@dataclass(frozen=True)
-class KernelPart:
-    modules: tuple[ModuleChoice, ...]
-    firmware: tuple[FirmwareChoice, ...]
-    missing_firmware: tuple[str, ...]
-    entries: tuple[Entry, ...]
-    warnings: tuple[str, ...]
-    builtin: tuple[str, ...] = ()  # selected modules that are built into the kernel
 
 
 def stored_path(rel: str) -> str:
@@ -112,10 +103,10 @@ def firmware_wants(index: KernelIndex, selection: Selection) -> list[tuple[str, 
 class PendingKernel:
     """The kernel's part with the subset's module index still being written by depmod."""
 
-    part: KernelPart  # without the index files
+    part: Part  # without the index files
     regeneration: Regeneration
 
-    def result(self) -> KernelPart:
+    def result(self) -> Part:
         index = _index_entries(self.regeneration.kver, self.regeneration.result())
         entries = {e.path: e for e in self.part.entries} | index
         return dataclasses.replace(self.part, entries=tuple(entries[p] for p in sorted(entries)))
@@ -124,7 +115,7 @@ class PendingKernel:
         self.regeneration.cancel()
 
 
-def plan_kernel(config: Config) -> KernelPart:
+def plan_kernel(config: Config) -> Part:
     return start_kernel(config).result()
 
 
@@ -136,13 +127,13 @@ def start_kernel(config: Config) -> PendingKernel:
     selection = select_modules(config, index)
     fw = select_firmware(config.root, config.kver, firmware_wants(index, selection), config.firmware)
     for w in (*selection.warnings, *fw.warnings):
-        log.debug("kernel %s: %s", config.kver, w)  # returned in KernelPart.warnings, shown by the caller
+        log.debug("kernel %s: %s", config.kver, w)  # returned in Part.warnings, shown by the caller
     modules = tuple(
         ModuleChoice(name=name, path=stored_path(index.paths[name]), reason=reason)
         for name, reason in sorted(selection.modules.items(), key=lambda kv: index.paths[kv[0]])
     )
     entries, sources = _module_entries(config, index, selection)
-    part = KernelPart(
+    part = Part(
         modules=modules,
         firmware=fw.choices,
         missing_firmware=fw.missing,

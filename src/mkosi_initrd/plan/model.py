@@ -82,6 +82,7 @@ class Plan:
     missing_firmware: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    builtin: tuple[str, ...] = ()  # selected modules that are built into the kernel
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -1,65 +1,44 @@
 """Config → Plan: packages (closure), their files, modules, firmware and generated extras.
 
-`make_plan` is a short list of steps; each returns a `Part` (or any object with some of its
-fields) and `merge` puts them together. A later part may replace an earlier part's file (a
-generated /etc/initrd-release over the package's, say); that is logged, never silent.
+`make_plan` is a short list of steps; each returns a `Part` (parts.py), merged once into the plan,
+which the generated entries (generated.py) then see whole, for the manifest and sysusers.d.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
 from mkosi_initrd import osrelease
 from mkosi_initrd.config.load import PROFILES, Config
-from mkosi_initrd.host import carry as hostconfig
-from mkosi_initrd.host import probes as hostprobe
-from mkosi_initrd.host import rootstack
-from mkosi_initrd.kernel import modules as kmod
+from mkosi_initrd.host import probes
+from mkosi_initrd.host.carry import host_config
+from mkosi_initrd.kernel.modules import start_kernel
 from mkosi_initrd.log import log
 from mkosi_initrd.packages import closure, files
 from mkosi_initrd.packages.database import open_db
-from mkosi_initrd.plan import dlopen as elfnotes
-from mkosi_initrd.plan import generated as extras
-from mkosi_initrd.plan.model import CutEdge, Entry, FirmwareChoice, ModuleChoice, PackageChoice, Plan
+from mkosi_initrd.plan.dlopen import dlopen_libraries
+from mkosi_initrd.plan.effective import effective_config
+from mkosi_initrd.plan.generated import generated_entries
+from mkosi_initrd.plan.model import PackageChoice, Plan
+from mkosi_initrd.plan.parts import Part, add_entries, merge
 from mkosi_initrd.resources import read_list, resource_dir
 
 
-@dataclass(frozen=True)
-class Part:
-    """What one step contributes to the plan."""
-
-    entries: tuple[Entry, ...] = ()
-    packages: tuple[PackageChoice, ...] = ()
-    cut_edges: tuple[CutEdge, ...] = ()
-    missing: tuple[str, ...] = ()
-    modules: tuple[ModuleChoice, ...] = ()
-    firmware: tuple[FirmwareChoice, ...] = ()
-    missing_firmware: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-    options: dict[str, Any] = field(default_factory=dict)
-
-
 def make_plan(config: Config) -> Plan:
-    # Host-only: the profiles the root's block stack needs (LVM, RAID, NFS), and the packages the
-    # host's configuration needs (loadkeys for a KEYMAP=); both no-ops for generic builds.
-    config = hostconfig.with_host_packages(rootstack.with_host_profiles(config))
+    config = effective_config(config)
     os_release = osrelease.read_os_release(config.root)
     # The kernel first: depmod then writes the subset's module index on another core while the
     # packages are planned.
-    kernel = kmod.start_kernel(config)
+    kernel = start_kernel(config)
     try:
-        parts: list[Any] = [dlopen_step(config, os_release, package_step(config, os_release))]
-        parts.append(kernel.result())
+        packages = dlopen_step(config, os_release, package_step(config, os_release))
+        kernel_part = kernel.result()
     except BaseException:
         kernel.cancel()
         raise
-    parts.append(hostconfig.host_config(config))
-    parts.append(Part(entries=tuple(files.extra_entries(config.root, config.extra_files))))
-    # Generated entries (extras.py) see everything else, for the manifest and sysusers.d.
-    parts.append(Part(entries=extras.generated_entries(config, merge(config, os_release, parts))))
-    return merge(config, os_release, parts)
+    extra = Part(entries=tuple(files.extra_entries(config.root, config.extra_files)))
+    plan = merge(config, os_release, [packages, kernel_part, host_config(config), extra])
+    return add_entries(plan, generated_entries(config, plan))
 
 
 # --- step 1: packages
@@ -67,7 +46,7 @@ def make_plan(config: Config) -> Plan:
 
 def dlopen_step(config: Config, os_release: dict[str, str], packages: Part) -> Part:
     """The packages again, if included programs dlopen() libraries (.note.dlopen) that are installed."""
-    wanted, unmet = elfnotes.dlopen_libraries(config.root, packages.entries)
+    wanted, unmet = dlopen_libraries(config.root, packages.entries)
     for n in unmet:
         log.debug("%s: dlopen %s (%s), not installed: %s", n.binary, n.feature, n.priority, n.sonames)
     if not wanted:
@@ -96,10 +75,10 @@ def filesystem_tools(config: Config, family: str) -> list[closure.Request]:
     if not (resource_dir() / path).exists():
         return []
     table = [line.split(None, 1) for line in read_list(path)]
-    if config.generic or not hostprobe.root_fs_known(config.root, config.procfs):
-        wanted = {fstype: "list" for fstype, _ in table}  # kmod.py warns when host-only cannot tell
+    if config.generic or not probes.root_fs_known(config.root, config.procfs):
+        wanted = {fstype: "list" for fstype, _ in table}  # selection.py warns when host-only cannot tell
     else:
-        wanted = {t: f"fs {t}" for t, _why in hostprobe.initrd_filesystems(config.root, config.procfs)}
+        wanted = {t: f"fs {t}" for t, _why in probes.initrd_filesystems(config.root, config.procfs)}
     out: dict[str, closure.Request] = {}
     for fstype, entry in table:
         if fstype in wanted:
@@ -144,47 +123,4 @@ def package_step(config: Config, os_release: dict[str, str], extra: Sequence[clo
         missing=result.missing,
         warnings=(*result.warnings, *warnings),
         options={"backend": db.backend, "family": family, "weak_deps": config.weak_deps},
-    )
-
-
-# --- merging
-
-
-def merge_entries(parts: Iterable[Sequence[Entry]]) -> tuple[Entry, ...]:
-    by_path: dict[str, Entry] = {}
-    for entries in parts:
-        for e in entries:
-            old = by_path.get(e.path)
-            if old is not None:
-                if old.is_dir and e.is_dir:
-                    continue
-                if old != e:
-                    log.info("%s: %s replaces the entry from %s", e.path, e.origin or "?", old.origin or "?")
-            by_path[e.path] = e
-    return tuple(by_path[p] for p in sorted(by_path))
-
-
-def merge(config: Config, os_release: dict[str, str], parts: Sequence[Any]) -> Plan:
-    def cat(name: str) -> tuple[Any, ...]:
-        return tuple(x for p in parts for x in getattr(p, name, ()))
-
-    options: dict[str, Any] = {}
-    for p in parts:
-        options.update(getattr(p, "options", {}))
-    return Plan(
-        root=config.root,
-        kver=config.kver,
-        backend=str(options.get("backend", "")),
-        generic=config.generic,
-        profiles=config.profiles,
-        os_release=os_release,
-        packages=cat("packages"),
-        entries=merge_entries(getattr(p, "entries", ()) for p in parts),
-        cut_edges=cat("cut_edges"),
-        missing=cat("missing"),
-        modules=cat("modules"),
-        firmware=cat("firmware"),
-        missing_firmware=cat("missing_firmware"),
-        warnings=cat("warnings"),
-        options=options,
     )
