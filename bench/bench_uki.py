@@ -20,7 +20,8 @@ from pathlib import Path
 
 from benchkernel import bench_kernel
 from mkosi_initrd.config.load import Config
-from mkosi_initrd.uki import assemble as uki
+from mkosi_initrd.uki.assemble import build_uki
+from mkosi_initrd.uki.options import UkiInputs, UkiOptions, detect_uname, uki_options
 
 GOAL_SECONDS = 0.3
 CMDLINE = "root=UUID=6b2a3c1e-5d4f-4e7a-9b8c-0d1e2f3a4b5c ro quiet"
@@ -35,7 +36,7 @@ def median_seconds(fn: Callable[[], None], runs: int) -> float:
     return statistics.median(times)
 
 
-def objcopy_uki(options: uki.UkiOptions, initrd: Path, tmp: Path, out: Path) -> None:
+def objcopy_uki(options: UkiOptions, initrd: Path, tmp: Path, out: Path) -> None:
     """dracut --uefi's way: objcopy --add-section at fixed VMAs."""
     cmdline = tmp / "cmdline.txt"
     cmdline.write_bytes(options.cmdline.encode() + b"\0")
@@ -75,7 +76,7 @@ def main() -> int:
     ap.add_argument("--initrd", type=Path)
     args = ap.parse_args()
     kernel = args.kernel or bench_kernel().image
-    kver = uki.detect_uname(kernel.read_bytes()) or ""
+    kver = detect_uname(kernel.read_bytes()) or ""
     initrd = args.initrd or Path(f"/boot/initrd.img-{kver}")
     config = Config(root=Path("/"), kver=kver)
 
@@ -88,20 +89,19 @@ def main() -> int:
             check=True, capture_output=True,
         )  # fmt: skip
         start = time.perf_counter()
-        options = uki.uki_options(config, kernel_image=kernel, cmdline=CMDLINE, environ={})
+        options = uki_options(config, UkiInputs(kernel_image=kernel, cmdline=CMDLINE), environ={})
         resolve = time.perf_counter() - start
-        signed_options = uki.uki_options(
+        signed_options = uki_options(
             config,
-            kernel_image=kernel,
-            cmdline=CMDLINE,
-            secureboot_private_key=key,
-            secureboot_certificate=cert,
+            UkiInputs(
+                kernel_image=kernel, cmdline=CMDLINE, secureboot_private_key=key, secureboot_certificate=cert
+            ),
             environ={},
         )
         out = tmp / "uki.efi"
-        ours = median_seconds(lambda: uki.build_uki(config, options, [initrd], out), args.runs)
+        ours = median_seconds(lambda: build_uki(config, options, [initrd], out), args.runs)
         size = out.stat().st_size
-        signed = median_seconds(lambda: uki.build_uki(config, signed_options, [initrd], out), args.runs)
+        signed = median_seconds(lambda: build_uki(config, signed_options, [initrd], out), args.runs)
         objcopy = median_seconds(lambda: objcopy_uki(options, initrd, tmp, tmp / "objcopy.efi"), args.runs)
         cpio_build, uki_build = pipeline_seconds(kver, kernel, tmp, args.runs)
 

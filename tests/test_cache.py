@@ -15,7 +15,7 @@ from fixtures.debroot import deb_root
 from fixtures.kernel import HostKernel
 from fixtures.rpmspecs import rpm_root
 from mkosi_initrd.build import cache
-from mkosi_initrd.build.pipeline import BuildOptions
+from mkosi_initrd.build.options import BuildOptions
 from mkosi_initrd.cli import main, make_config, parse_args
 from prereq import require_file
 

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from mkosi_initrd.config.load import Config
+from mkosi_initrd.plan.accounts import accounts, passwd_group
 from mkosi_initrd.plan.dlopen import dlopen_libraries, needed, notes_of
-from mkosi_initrd.plan.generated import MANIFEST, accounts, generated_entries, initrd_release, passwd_group
+from mkosi_initrd.plan.generated import generated_entries, initrd_release
+from mkosi_initrd.plan.manifest import MANIFEST
 from mkosi_initrd.plan.model import Entry, ModuleChoice, PackageChoice, Plan
 
 REG = stat.S_IFREG | 0o644

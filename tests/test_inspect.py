@@ -19,7 +19,8 @@ from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.image.compress import compressor
 from mkosi_initrd.image.cpio import write_cpio
 from mkosi_initrd.image.cpioread import read_segments
-from mkosi_initrd.inspect import MANIFEST, describe_initrd
+from mkosi_initrd.inspect import describe_initrd
+from mkosi_initrd.plan.manifest import MANIFEST
 from mkosi_initrd.plan.model import Entry
 from prereq import require_file
 
@@ -155,7 +156,8 @@ def test_a_uki_is_described_by_its_sections_and_embedded_initrd(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], host_kernel: HostKernel
 ) -> None:
     from mkosi_initrd.config.load import Config
-    from mkosi_initrd.uki import assemble as uki
+    from mkosi_initrd.uki.assemble import build_uki
+    from mkosi_initrd.uki.options import UkiInputs, uki_options
 
     kernel, kver = host_kernel.image, host_kernel.kver
     root = tmp_path / "root"
@@ -165,8 +167,8 @@ def test_a_uki_is_described_by_its_sections_and_embedded_initrd(
     initrd.write_bytes(_compressed("zstd", [Entry("/init", REG, data=b"#!/bin/sh\n")]))
     config = Config(root=root, kver=kver, procfs=root)
     out = tmp_path / "uki.efi"
-    options = uki.uki_options(config, kernel_image=kernel, cmdline="quiet", environ={})
-    uki.build_uki(config, options, [initrd], out)
+    options = uki_options(config, UkiInputs(kernel_image=kernel, cmdline="quiet"), environ={})
+    build_uki(config, options, [initrd], out)
     assert main(["inspect", "--json", str(out)]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["type"] == "uki" and d["cmdline"] == "quiet" and "/init" in d["initrd"]["files"]

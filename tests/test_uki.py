@@ -15,8 +15,10 @@ from fixtures.kernel import kernel_under_test
 from fixtures.uki_inputs import STUB, make_cpio, make_keypair, sbverify, unsigned_copy
 from mkosi_initrd.config.load import Config
 from mkosi_initrd.errors import InitrdError
-from mkosi_initrd.uki import assemble as uki
 from mkosi_initrd.uki import pe as pemod
+from mkosi_initrd.uki.assemble import UKI_SBAT, build_uki
+from mkosi_initrd.uki.describe import describe, format_description, is_uki
+from mkosi_initrd.uki.options import UkiInputs, UkiOptions, uki_options
 
 KERNEL, KVER = kernel_under_test().image, kernel_under_test().kver
 STUB_SECTIONS = [".text", ".reloc", ".data", ".dynamic", ".rela", ".dynsym", ".sbat", ".sdmagic"]
@@ -44,8 +46,8 @@ def initrd(tmp_path: Path) -> Path:
     return make_cpio(tmp_path, "initrd.cpio", {"init": b"#!/bin/sh\n", "etc/initrd-release": b"ID=x\n"})
 
 
-def options(config: Config, environ: dict[str, str] | None = None, **kw: object) -> uki.UkiOptions:
-    return uki.uki_options(config, kernel_image=KERNEL, environ=environ or {}, **kw)  # type: ignore[arg-type]
+def options(config: Config, environ: dict[str, str] | None = None, **kw: object) -> UkiOptions:
+    return uki_options(config, UkiInputs(kernel_image=KERNEL, **kw), environ=environ or {})  # type: ignore[arg-type]
 
 
 def objdump_sections(path: Path) -> list[tuple[str, int, int, int]]:
@@ -76,7 +78,7 @@ def test_sections_follow_the_stub_in_ukify_order_aligned(
     config: Config, initrd: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "uki.efi"
-    uki.build_uki(config, options(config, cmdline="root=/dev/vda"), [initrd], out)
+    build_uki(config, options(config, cmdline="root=/dev/vda"), [initrd], out)
 
     rows = objdump_sections(out)
     assert [r[0] for r in rows] == [*STUB_SECTIONS, ".osrel", ".cmdline", ".uname", ".initrd", ".linux"]
@@ -98,7 +100,7 @@ def test_sections_follow_the_stub_in_ukify_order_aligned(
 
 def test_linux_section_is_the_kernel_byte_for_byte(config: Config, initrd: Path, tmp_path: Path) -> None:
     out = tmp_path / "uki.efi"
-    uki.build_uki(config, options(config), [initrd], out)
+    build_uki(config, options(config), [initrd], out)
 
     kernel = KERNEL.read_bytes()
     image = pefile.PE(str(out), fast_load=True)
@@ -107,12 +109,12 @@ def test_linux_section_is_the_kernel_byte_for_byte(config: Config, initrd: Path,
     assert out.read_bytes()[linux.PointerToRawData : linux.PointerToRawData + len(kernel)] == kernel
     assert linux.Misc_VirtualSize == pefile.PE(str(KERNEL), fast_load=True).OPTIONAL_HEADER.SizeOfImage
     assert linux.Characteristics == pemod.SCN_MEM_READ | pemod.SCN_CNT_CODE
-    assert uki.describe(out)["linux"]["signed"]  # the distro's signature came along untouched
+    assert describe(out)["linux"]["signed"]  # the distro's signature came along untouched
 
 
 def test_text_sections_hold_osrel_cmdline_uname(config: Config, initrd: Path, tmp_path: Path) -> None:
     out = tmp_path / "uki.efi"
-    uki.build_uki(config, options(config, cmdline="root=/dev/vda rw"), [initrd], out)
+    build_uki(config, options(config, cmdline="root=/dev/vda rw"), [initrd], out)
 
     assert section_bytes(out, ".osrel") == OS_RELEASE.encode()
     assert section_bytes(out, ".cmdline") == b"root=/dev/vda rw\0"
@@ -124,7 +126,7 @@ def test_text_sections_hold_osrel_cmdline_uname(config: Config, initrd: Path, tm
 
 def test_sbat_merges_stub_entries_with_the_uki_line(config: Config, initrd: Path, tmp_path: Path) -> None:
     out = tmp_path / "uki.efi"
-    uki.build_uki(config, options(config), [initrd], out)
+    build_uki(config, options(config), [initrd], out)
 
     stub_sbat = section_bytes(STUB, ".sbat").split(b"\0")[0].decode().splitlines()
     raw = section_bytes(out, ".sbat", raw=True)
@@ -133,7 +135,7 @@ def test_sbat_merges_stub_entries_with_the_uki_line(config: Config, initrd: Path
     lines = text.splitlines()
     assert lines[0].startswith("sbat,1,") and sum(line.startswith("sbat,") for line in lines) == 1
     assert lines[:-1] == stub_sbat  # the stub's lines (systemd, distro) in order
-    assert lines[-1] == uki.UKI_SBAT
+    assert lines[-1] == UKI_SBAT
     # The merged text is longer than the gap before .sdmagic: the raw data holds it all (shim reads that),
     # the loaded size stops at the next section.
     image = pefile.PE(str(out), fast_load=True)
@@ -148,7 +150,7 @@ def test_microcode_goes_first_in_initrd_each_part_padded_to_4(
     odd = tmp_path / "odd.img"
     odd.write_bytes(b"x" * 7)
     out = tmp_path / "uki.efi"
-    uki.build_uki(config, options(config), [initrd, odd], out, microcode=ucode)
+    build_uki(config, options(config), [initrd, odd], out, microcode=ucode)
 
     # The 252 stub has no .ucode support: the early cpio leads .initrd.
     assert ".ucode" not in [r[0] for r in objdump_sections(out)]
@@ -166,7 +168,7 @@ def test_newer_stub_gets_microcode_as_ucode_section(config: Config, initrd: Path
     stub256.write_bytes(data.replace(magic.group(0), b"systemd-stub 256".ljust(len(magic.group(0)), b" ")))
     ucode = make_cpio(tmp_path, "ucode.cpio", {"kernel/x86/microcode/AuthenticAMD.bin": b"a" * 9})
     out = tmp_path / "uki.efi"
-    uki.build_uki(config, options(config, stub=stub256), [initrd], out, microcode=ucode)
+    build_uki(config, options(config, stub=stub256), [initrd], out, microcode=ucode)
 
     names = [r[0] for r in objdump_sections(out)][len(STUB_SECTIONS) :]
     assert names == [".osrel", ".cmdline", ".uname", ".initrd", ".ucode", ".linux"]
@@ -179,7 +181,7 @@ def test_splash_and_devicetree_take_their_places(config: Config, initrd: Path, t
     splash.write_bytes(b"BM" + bytes(100))
     dtb.write_bytes(b"\xd0\x0d\xfe\xed" + bytes(60))
     out = tmp_path / "uki.efi"
-    uki.build_uki(config, options(config, splash=splash, devicetree=dtb), [initrd], out)
+    build_uki(config, options(config, splash=splash, devicetree=dtb), [initrd], out)
 
     names = [r[0] for r in objdump_sections(out)][len(STUB_SECTIONS) :]
     assert names == [".osrel", ".cmdline", ".dtb", ".uname", ".splash", ".initrd", ".linux"]
@@ -191,18 +193,18 @@ def test_describe_lists_sections_texts_and_the_initrd_files(
     config: Config, initrd: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "uki.efi"
-    uki.build_uki(config, options(config, cmdline="quiet"), [initrd], out)
+    build_uki(config, options(config, cmdline="quiet"), [initrd], out)
 
-    d = uki.describe(out)
+    d = describe(out)
     assert [s["name"] for s in d["sections"]][-5:] == [".osrel", ".cmdline", ".uname", ".initrd", ".linux"]
     assert d["cmdline"] == "quiet" and d["uname"] == KVER and d["osrel"]["ID"] == "testos"
     assert d["signed"] is False and d["stub_version"] == 252
-    assert d["sbat"][-1] == uki.UKI_SBAT
+    assert d["sbat"][-1] == UKI_SBAT
     assert d["initrd"]["files"] == ["/etc/initrd-release", "/init"]
     assert d["initrd"]["segments"] == [{"offset": 0, "compression": "none", "files": 2}]
-    text = uki.format_description(d, list_files=True)
+    text = format_description(d, list_files=True)
     assert "cmdline: quiet" in text and "/etc/initrd-release" in text
-    assert uki.is_uki(out) and not uki.is_uki(KERNEL) and not uki.is_uki(initrd)
+    assert is_uki(out) and not is_uki(KERNEL) and not is_uki(initrd)
 
 
 # --- command line ----------------------------------------------------------------------------------
@@ -247,9 +249,9 @@ def test_kernel_of_another_version_is_refused(root: Path) -> None:
 def test_default_kernel_image_found_in_the_root(config: Config, root: Path) -> None:
     (root / "boot").mkdir()
     shutil.copyfile(KERNEL, root / "boot" / f"vmlinuz-{KVER}")
-    assert uki.uki_options(config, environ={}).kernel_image == root / "boot" / f"vmlinuz-{KVER}"
+    assert uki_options(config, environ={}).kernel_image == root / "boot" / f"vmlinuz-{KVER}"
     with pytest.raises(InitrdError, match="no kernel image"):
-        uki.uki_options(Config(root=root / "proc", kver=KVER), environ={})
+        uki_options(Config(root=root / "proc", kver=KVER), environ={})
 
 
 def test_stub_from_kernel_install_boot_stub_and_flag(config: Config, tmp_path: Path) -> None:
@@ -272,20 +274,20 @@ def test_signed_stub_is_refused(config: Config, tmp_path: Path) -> None:
 
 def test_a_uki_as_kernel_image_is_refused(config: Config, initrd: Path, tmp_path: Path) -> None:
     out = tmp_path / "uki.efi"
-    uki.build_uki(config, options(config), [initrd], out)
+    build_uki(config, options(config), [initrd], out)
     with pytest.raises(InitrdError, match="is a unified kernel image already"):
-        uki.uki_options(config, kernel_image=out, environ={})
+        uki_options(config, UkiInputs(kernel_image=out), environ={})
 
 
 def test_pefile_finds_nothing_new_to_warn_about(config: Config, initrd: Path, tmp_path: Path) -> None:
     out = tmp_path / "uki.efi"
-    uki.build_uki(config, options(config), [initrd], out)
+    build_uki(config, options(config), [initrd], out)
     assert pefile.PE(str(out)).get_warnings() == pefile.PE(str(STUB)).get_warnings()
 
 
 def test_not_a_pe_kernel_is_refused(config: Config, initrd: Path) -> None:
     with pytest.raises(InitrdError, match="not a PE image"):
-        uki.uki_options(config, kernel_image=initrd, environ={})
+        uki_options(config, UkiInputs(kernel_image=initrd), environ={})
 
 
 # --- PE header room --------------------------------------------------------------------------------
@@ -325,7 +327,7 @@ def test_signed_uki_verifies_and_keeps_the_distro_kernel(
 ) -> None:
     key, cert = make_keypair(tmp_path)
     out = tmp_path / "uki.efi"
-    uki.build_uki(
+    build_uki(
         config, options(config, secureboot_private_key=key, secureboot_certificate=cert), [initrd], out
     )
 
@@ -334,20 +336,22 @@ def test_signed_uki_verifies_and_keeps_the_distro_kernel(
     assert sbverify(other_cert, out).returncode != 0
     kernel = KERNEL.read_bytes()
     assert section_bytes(out, ".linux")[: len(kernel)] == kernel  # signed by the distro: left alone
-    d = uki.describe(out)
+    d = describe(out)
     assert d["signed"] is True and d["signers"] == ["CN = mkosi-initrd test db"]
     assert d["linux"]["signers"] and "mkosi-initrd" not in " ".join(d["linux"]["signers"])  # the distro's
-    assert "signed by CN = mkosi-initrd test db" in uki.format_description(d)
+    assert "signed by CN = mkosi-initrd test db" in format_description(d)
 
 
 def test_unsigned_kernel_gets_signed_inside(config: Config, initrd: Path, tmp_path: Path) -> None:
     key, cert = make_keypair(tmp_path)
     bare = unsigned_copy(KERNEL, tmp_path)
     out = tmp_path / "uki.efi"
-    opts = uki.uki_options(
-        config, kernel_image=bare, secureboot_private_key=key, secureboot_certificate=cert, environ={}
+    opts = uki_options(
+        config,
+        UkiInputs(kernel_image=bare, secureboot_private_key=key, secureboot_certificate=cert),
+        environ={},
     )
-    uki.build_uki(config, opts, [initrd], out)
+    build_uki(config, opts, [initrd], out)
 
     assert sbverify(cert, inner_kernel(out, tmp_path)).returncode == 0
     assert sbverify(cert, out).returncode == 0
@@ -359,15 +363,14 @@ def test_no_sign_kernel_leaves_an_unsigned_kernel_unsigned(
     key, cert = make_keypair(tmp_path)
     bare = unsigned_copy(KERNEL, tmp_path)
     out = tmp_path / "uki.efi"
-    opts = uki.uki_options(
+    opts = uki_options(
         config,
-        kernel_image=bare,
-        secureboot_private_key=key,
-        secureboot_certificate=cert,
-        sign_kernel=False,
+        UkiInputs(
+            kernel_image=bare, secureboot_private_key=key, secureboot_certificate=cert, sign_kernel=False
+        ),
         environ={},
     )
-    uki.build_uki(config, opts, [initrd], out)
+    build_uki(config, opts, [initrd], out)
     data = bare.read_bytes()
     assert section_bytes(out, ".linux")[: len(data)] == data
     assert sbverify(cert, out).returncode == 0
@@ -377,7 +380,7 @@ def test_sign_kernel_re_signs_a_signed_kernel(config: Config, initrd: Path, tmp_
     key, cert = make_keypair(tmp_path)
     out = tmp_path / "uki.efi"
     opts = options(config, secureboot_private_key=key, secureboot_certificate=cert, sign_kernel=True)
-    uki.build_uki(config, opts, [initrd], out)
+    build_uki(config, opts, [initrd], out)
     assert sbverify(cert, inner_kernel(out, tmp_path)).returncode == 0
 
 
@@ -392,7 +395,7 @@ def test_uki_conf_in_the_root_configures_signing(
     opts = options(config)
     assert opts.signing is not None and opts.signing.key == key and opts.signing.tool == "sbsign"
     out = tmp_path / "uki.efi"
-    uki.build_uki(config, opts, [initrd], out)
+    build_uki(config, opts, [initrd], out)
     assert sbverify(cert, out).returncode == 0
 
 
@@ -459,7 +462,7 @@ def test_failed_signing_leaves_the_old_output_and_no_temp_files(
     out.write_bytes(b"previous")
     opts = options(config, secureboot_private_key=key, secureboot_certificate=wrong_cert)
     with pytest.raises(InitrdError, match="sbsign failed"):
-        uki.build_uki(config, opts, [initrd], out)
+        build_uki(config, opts, [initrd], out)
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in outdir.iterdir()) == ["uki.efi"]
 
@@ -468,8 +471,8 @@ def test_builds_leave_nothing_but_the_output(config: Config, initrd: Path, tmp_p
     key, cert = make_keypair(tmp_path)
     outdir = tmp_path / "out"
     outdir.mkdir()
-    uki.build_uki(config, options(config), [initrd], outdir / "plain.efi")
+    build_uki(config, options(config), [initrd], outdir / "plain.efi")
     signed = options(config, secureboot_private_key=key, secureboot_certificate=cert, sign_kernel=True)
-    uki.build_uki(config, signed, [initrd], outdir / "signed.efi")
+    build_uki(config, signed, [initrd], outdir / "signed.efi")
     assert sorted(p.name for p in outdir.iterdir()) == ["plain.efi", "signed.efi"]
     assert (outdir / "plain.efi").stat().st_mode & 0o777 == 0o600  # like the initrd: may hold secrets

@@ -22,7 +22,7 @@ from boot.qemu import ROOT_MARKER, boot
 from fixtures.kernel import kernel_under_test
 from fixtures.uki_inputs import make_keypair, sbverify
 from mkosi_initrd import cli
-from mkosi_initrd.uki import assemble as uki
+from mkosi_initrd.uki.describe import describe
 
 KERNEL, KVER = kernel_under_test().image, kernel_under_test().kver
 CMDLINE = f"root=UUID={ROOT_UUID} ro console=ttyS0,115200 panic=1 oops=panic no_timer_check"
@@ -37,7 +37,7 @@ def build_esp(tmp_path: Path, *flags: str) -> Path:
     efi = tmp_path / "uki.efi"
     args = ["--generic", "--format", "uki", "-k", KVER, "--kernel-image", str(KERNEL), "--no-cache"]
     assert cli.main([*args, "--cmdline", CMDLINE, "-o", str(efi), *flags]) == 0
-    info = uki.describe(efi)
+    info = describe(efi)
     assert info["cmdline"] == CMDLINE and "/init" in info["initrd"]["files"]
     return make_esp(tmp_path / "esp.img", {"EFI/BOOT/BOOTX64.EFI": efi})
 

@@ -18,8 +18,8 @@ import pytest
 
 from fixtures.kernel import kernel_under_test
 from fixtures.uki_inputs import make_keypair, sbverify
-from mkosi_initrd.uki import assemble as uki
 from mkosi_initrd.uki import pe as pemod
+from mkosi_initrd.uki.describe import describe
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "install.d/50-mkosi-initrd.install"
@@ -84,7 +84,7 @@ def test_uki_generator_stages_a_uki_of_the_installed_kernel(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in staging.iterdir()) == ["uki.efi"]
     efi = staging / "uki.efi"
-    d = uki.describe(efi)
+    d = describe(efi)
     assert d["cmdline"] == "root=UUID=1234 ro quiet"  # $KERNEL_INSTALL_CONF_ROOT/cmdline
     assert d["uname"] == KVER and d["signed"] is False
     # Our initrd (zstd, the default compression) is the last .initrd segment; early microcode may lead.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import stat
 import sys
@@ -12,8 +11,8 @@ from typing import Any
 from mkosi_initrd import osrelease
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.image.cpioread import Member, Segment, iter_members, read_segments
+from mkosi_initrd.plan.manifest import MANIFEST
 
-MANIFEST = "/usr/lib/mkosi-initrd/manifest.json"
 # Files that say who built an initrd and from what; shown when present.
 _INFO_FILES = (
     MANIFEST,
@@ -137,31 +136,19 @@ def _format_manifest(m: dict[str, Any]) -> list[str]:
     return lines
 
 
-def describe_pe(path: Path) -> dict[str, Any]:
-    try:
-        uki = importlib.import_module("mkosi_initrd.uki.assemble")
-    except ImportError as e:
-        raise InitrdError(f"{path} is a PE file (a UKI?) but UKI support is not available") from e
-    describe = getattr(uki, "describe", None)
-    if describe is None:
-        raise InitrdError(f"{path} is a PE file (a UKI?) but UKI inspection is not available yet")
-    result: dict[str, Any] = describe(path)
-    return result
-
-
 def inspect(path: Path, *, as_json: bool = False, list_files: bool = False) -> int:
     if not path.is_file():
         raise InitrdError(f"{path} does not exist or is not a file")
 
     if _is_pe(path):
-        info = describe_pe(path)
+        from mkosi_initrd.uki.describe import describe, format_description
+
+        info = describe(path)
         if as_json:
             json.dump(info, sys.stdout, indent=2, default=str)
             sys.stdout.write("\n")
         else:
-            formatter = getattr(sys.modules.get("mkosi_initrd.uki.assemble"), "format_description", None)
-            text = formatter(info, list_files) if formatter else json.dumps(info, indent=2, default=str)
-            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            sys.stdout.write(format_description(info, list_files))
         return 0
     info = describe_initrd(path)
     if as_json:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mkosi_initrd.build.options import BuildOptions, BuildResult
 from mkosi_initrd.config.load import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.image.atomic import atomic_write
@@ -21,32 +20,6 @@ if TYPE_CHECKING:
 # cached rebuild (cache.py) needs none of them, and its time budget is mostly imports.
 
 
-@dataclass(frozen=True)
-class BuildOptions:
-    output: Path
-    format: str = "cpio"  # "cpio" or "uki"
-    # Early microcode cpio (x86): None → prepended to `output` (uncompressed segment first);
-    # a path → written there as its own file (kernel-install's staging `microcode`).
-    microcode_output: Path | None = None
-    kernel_image: Path | None = None  # for --format uki
-    uki: object | None = None  # uki.UkiOptions for --format uki
-    use_cache: bool = True
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    output: Path
-    microcode: Path | None
-    size: int
-    packages: int
-    modules: int
-
-    @property
-    def summary(self) -> str:
-        mb = self.size / 1e6
-        return f"wrote {self.output} ({mb:.1f} MB, {self.packages} packages, {self.modules} modules)"
-
-
 class _Steps:
     """Progress lines (shown with -v) with the time each step took."""
 
@@ -57,13 +30,6 @@ class _Steps:
         now = time.monotonic()
         log.info("%s (%.2fs)", what, now - self.last)
         self.last = now
-
-
-def _uki_module() -> Any:
-    try:
-        return importlib.import_module("mkosi_initrd.uki.assemble")
-    except ImportError as e:
-        raise InitrdError("--format uki is not available in this installation") from e
 
 
 def _write_microcode(data: bytes, path: Path) -> None:
@@ -105,9 +71,10 @@ def write_outputs(
 
 def _write_uki(config: Config, plan: Plan, options: BuildOptions, early: bytes | None, steps: _Steps) -> int:
     from mkosi_initrd.image.initrd import write_initrd
+    from mkosi_initrd.uki.assemble import build_uki
+    from mkosi_initrd.uki.options import UkiInputs, uki_options
 
-    uki = _uki_module()
-    uki_options = options.uki or uki.uki_options(config, kernel_image=options.kernel_image)
+    resolved = options.uki or uki_options(config, UkiInputs(kernel_image=options.kernel_image))
     out_dir = Path(options.output).absolute().parent
     with tempfile.TemporaryDirectory(prefix=".mkosi-initrd-", dir=out_dir) as tmp:
         initrd = Path(tmp) / "initrd"
@@ -125,7 +92,7 @@ def _write_uki(config: Config, plan: Plan, options: BuildOptions, early: bytes |
         if early:
             ucode = Path(tmp) / "microcode"
             ucode.write_bytes(early)
-        uki.build_uki(config, uki_options, [initrd], options.output, microcode=ucode)
+        build_uki(config, resolved, [initrd], options.output, microcode=ucode)
     steps.done("UKI")
     return Path(options.output).stat().st_size
 
@@ -158,7 +125,9 @@ def options_from_args(config: Config, args: object) -> BuildOptions:
     """CLI arguments → BuildOptions (the UKI part via uki.options_from_args)."""
     fmt = getattr(args, "format", None) or "cpio"
     output = getattr(args, "output", None) or Path("uki.efi" if fmt == "uki" else "initrd")
-    uki_options = _uki_module().options_from_args(config, args) if fmt == "uki" else None
+    from mkosi_initrd.uki.options import options_from_args as uki_options_from_args
+
+    uki_options = uki_options_from_args(config, args) if fmt == "uki" else None
     return BuildOptions(
         output=Path(output),
         format=fmt,

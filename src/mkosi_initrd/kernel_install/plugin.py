@@ -113,18 +113,11 @@ def context_from_env(environ: Mapping[str, str]) -> Context:
     )
 
 
-def is_uki(image: Path) -> bool:
-    """A PE file with a .linux section is a unified kernel image; a plain bzImage has none."""
-    import pefile
+def _is_uki(image: Path) -> bool:
+    # Imported here: a plugin that is not selected exits before it would need pefile.
+    from mkosi_initrd.uki.describe import is_uki
 
-    try:
-        pe = pefile.PE(str(image), fast_load=True)
-    except (pefile.PEFormatError, OSError):
-        return False
-    try:
-        return any(s.Name.rstrip(b"\0") == b".linux" for s in pe.sections)
-    finally:
-        pe.close()
+    return is_uki(image)
 
 
 def decide(req: Request, ctx: Context) -> Action:
@@ -144,7 +137,7 @@ def decide(req: Request, ctx: Context) -> Action:
         return Action("skip", f"command {req.command or '(none)'!r} is not add or remove")
     if not req.kver:
         raise InitrdError("add: no kernel version given", hint="usage: add KVER ENTRY_DIR KERNEL_IMAGE")
-    if ctx.image_type == "uki" or (not ctx.image_type and req.kernel_image and is_uki(req.kernel_image)):
+    if ctx.image_type == "uki" or (not ctx.image_type and req.kernel_image and _is_uki(req.kernel_image)):
         return Action("skip", f"{req.kernel_image} is already a unified kernel image")
     if req.initrds and ctx.layout != "uki":
         return Action("skip", f"pre-built initrds were given: {' '.join(map(str, req.initrds))}")
@@ -227,7 +220,7 @@ def copy_prebuilt(prebuilt: Path, output: Path) -> str:
 
 def build(req: Request, action: Action, root: Path = Path("/")) -> str:
     """Host-only build for KVER (which need not be the running kernel); returns the summary line."""
-    from mkosi_initrd.build.pipeline import BuildOptions
+    from mkosi_initrd.build.options import BuildOptions
     from mkosi_initrd.build.pipeline import build as build_image
     from mkosi_initrd.cli import make_config, parse_args
     from mkosi_initrd.kernel_install.prebuilt import prebuilt_initrd

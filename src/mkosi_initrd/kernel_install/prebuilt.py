@@ -21,11 +21,9 @@ from pathlib import Path
 
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.image.cpioread import iter_members, read_segments
-from mkosi_initrd.inspect import MANIFEST
 from mkosi_initrd.log import log
+from mkosi_initrd.plan.manifest import GENERATOR, MANIFEST
 from mkosi_initrd.rootfs import resolve_in_root
-
-GENERATOR = "mkosi-initrd"
 
 
 def prebuilt_path(kver: str) -> str:

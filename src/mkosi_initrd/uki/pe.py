@@ -77,6 +77,14 @@ def round_up(value: int, alignment: int) -> int:
     return (value + alignment - 1) // alignment * alignment
 
 
+def read_pe(path: Path, what: str) -> tuple[bytes, pefile.PE]:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InitrdError(f"cannot read {what} {path}: {e.strerror}", hint="check the path") from e
+    return data, parse(data, f"{what} {path}")
+
+
 def parse(data: bytes, what: str) -> pefile.PE:
     try:
         return pefile.PE(data=data, fast_load=True)

@@ -1,0 +1,37 @@
+"""What a build writes, and where: the output options (format, microcode, UKI, cache), and its result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # Only the type: a cached rebuild never imports the UKI code (pefile) it does not run.
+    from mkosi_initrd.uki.options import UkiOptions
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    output: Path
+    format: str = "cpio"  # "cpio" or "uki"
+    # Early microcode cpio (x86): None → prepended to `output` (uncompressed segment first);
+    # a path → written there as its own file (kernel-install's staging `microcode`).
+    microcode_output: Path | None = None
+    kernel_image: Path | None = None  # for --format uki
+    uki: UkiOptions | None = None  # --format uki: resolved before anything is built
+    use_cache: bool = True
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output: Path
+    microcode: Path | None
+    size: int
+    packages: int
+    modules: int
+
+    @property
+    def summary(self) -> str:
+        mb = self.size / 1e6
+        return f"wrote {self.output} ({mb:.1f} MB, {self.packages} packages, {self.modules} modules)"
