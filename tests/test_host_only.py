@@ -17,7 +17,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 
-from fixtures.kernel import SYN_KVER, synthetic_kernel_root
+from fixtures.kernel import SYN_KVER, require_host_kernel, synthetic_kernel_root
 from mkosi_initrd.cli import make_config, parse_args
 from mkosi_initrd.config.load import Config
 from mkosi_initrd.host.probes import initrd_filesystems, root_fs_known
@@ -26,6 +26,7 @@ from mkosi_initrd.kernel.modules import plan_kernel
 from mkosi_initrd.plan.dlopen import LIBDIRS, needed
 from mkosi_initrd.plan.model import Entry, Plan
 from mkosi_initrd.plan.planner import make_plan
+from prereq import require
 
 FSTAB = """\
 # comment line
@@ -155,7 +156,8 @@ def host_plan(tmp_path: Path, fstype: str, *args: str) -> Plan:
     procfs = tmp_path / "proc"
     (procfs / "self").mkdir(parents=True)
     (procfs / "self/mountinfo").write_text(f"27 1 0:99 / / rw,relatime - {fstype} /dev/root rw\n")
-    return make_plan(make_config(parse_args(["plan", "--procfs", str(procfs), *args])))
+    kver = require_host_kernel().kver
+    return make_plan(make_config(parse_args(["plan", "-k", kver, "--procfs", str(procfs), *args])))
 
 
 def installed(name: str) -> bool:
@@ -169,8 +171,8 @@ FS_TOOLS = {"ext4": "e2fsprogs", "xfs": "xfsprogs", "btrfs": "btrfs-progs", "vfa
 
 @pytest.mark.parametrize("fstype", ["ext4", "xfs", "btrfs"])
 def test_host_only_takes_the_tools_of_its_root_file_system_only(tmp_path: Path, fstype: str) -> None:
-    if not installed(FS_TOOLS[fstype]):
-        pytest.skip(f"{FS_TOOLS[fstype]} is not installed")
+    tools = FS_TOOLS[fstype]
+    require(installed(tools), f"{tools} ({fstype})", f"apt-get install {tools}")
     names = {p.name for p in host_plan(tmp_path, fstype).packages}
     assert FS_TOOLS[fstype] in names
     assert not (set(FS_TOOLS.values()) - {FS_TOOLS[fstype]}) & names
