@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.kernel import HostKernel
-from mkosi_initrd.kernel_install import plugin as ki
+from mkosi_initrd.kernel_install import plugin, policy, rivals
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "install.d/50-mkosi-initrd.install"
@@ -172,7 +172,7 @@ def run_plugin(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 # ---- decisions (pure) --------------------------------------------------------------------------------
 
 
-def ctx(**kw: object) -> ki.Context:
+def ctx(**kw: object) -> policy.Context:
     base: dict[str, object] = dict(
         layout="bls",
         initrd_generator="mkosi-initrd",
@@ -182,15 +182,15 @@ def ctx(**kw: object) -> ki.Context:
         staging_microcode=True,
     )
     base.update(kw)
-    return ki.Context(**base)  # type: ignore[arg-type]
+    return policy.Context(**base)  # type: ignore[arg-type]
 
 
-def add(*initrds: str, image: str = "/k/vmlinuz") -> ki.Request:
-    return ki.Request("add", "6.1.0", Path("/b/tok/6.1.0"), Path(image), tuple(map(Path, initrds)))
+def add(*initrds: str, image: str = "/k/vmlinuz") -> policy.Request:
+    return policy.Request("add", "6.1.0", Path("/b/tok/6.1.0"), Path(image), tuple(map(Path, initrds)))
 
 
 def test_bls_stages_initrd_and_separate_microcode() -> None:
-    action = ki.decide(add(), ctx())
+    action = policy.decide(add(), ctx())
     assert (action.kind, action.output, action.microcode_output, action.format) == (
         "build",
         Path("/stage/initrd"),
@@ -201,12 +201,12 @@ def test_bls_stages_initrd_and_separate_microcode() -> None:
 
 def test_old_kernel_install_gets_microcode_prepended() -> None:
     # systemd < 254 has no `microcode` staging file: its 90-loaderentry would ignore a separate one.
-    action = ki.decide(add(), ctx(staging_microcode=False))
+    action = policy.decide(add(), ctx(staging_microcode=False))
     assert (action.output, action.microcode_output) == (Path("/stage/initrd"), None)
 
 
 def test_other_layout_writes_grub_initramfs_name() -> None:
-    action = ki.decide(add(), ctx(layout="other"))
+    action = policy.decide(add(), ctx(layout="other"))
     assert (action.kind, action.output, action.microcode_output) == (
         "build",
         Path("/b/initramfs-6.1.0.img"),
@@ -215,63 +215,64 @@ def test_other_layout_writes_grub_initramfs_name() -> None:
 
 
 def test_uki_layout_stages_initrd_for_another_uki_builder() -> None:
-    action = ki.decide(add(), ctx(layout="uki", uki_generator="ukify"))
+    action = policy.decide(add(), ctx(layout="uki", uki_generator="ukify"))
     assert (action.output, action.format) == (Path("/stage/initrd"), "cpio")
 
 
 def test_uki_generator_selects_a_uki_build_only_in_uki_layout() -> None:
-    action = ki.decide(add(), ctx(layout="uki", initrd_generator="", uki_generator="mkosi-initrd"))
+    action = policy.decide(add(), ctx(layout="uki", initrd_generator="", uki_generator="mkosi-initrd"))
     assert (action.kind, action.output, action.format) == ("build", Path("/stage/uki.efi"), "uki")
     assert (
-        ki.decide(add(), ctx(layout="bls", initrd_generator="", uki_generator="mkosi-initrd")).kind == "skip"
+        policy.decide(add(), ctx(layout="bls", initrd_generator="", uki_generator="mkosi-initrd")).kind
+        == "skip"
     )
 
 
 def test_given_initrds_are_used_except_in_uki_layout() -> None:
-    assert ki.decide(add("/x/initrd"), ctx()).kind == "skip"
-    assert ki.decide(add("/x/initrd"), ctx(layout="uki")).kind == "build"
+    assert policy.decide(add("/x/initrd"), ctx()).kind == "skip"
+    assert policy.decide(add("/x/initrd"), ctx(layout="uki")).kind == "build"
 
 
 def test_not_selected_skips_add_and_remove() -> None:
     for generator in ("", "dracut", "mkosi"):
-        assert ki.decide(add(), ctx(initrd_generator=generator)).kind == "skip"
-        remove = ki.Request("remove", "6.1.0", Path("/b/tok/6.1.0"))
-        assert ki.decide(remove, ctx(layout="other", initrd_generator=generator)).kind == "skip"
+        assert policy.decide(add(), ctx(initrd_generator=generator)).kind == "skip"
+        remove = policy.Request("remove", "6.1.0", Path("/b/tok/6.1.0"))
+        assert policy.decide(remove, ctx(layout="other", initrd_generator=generator)).kind == "skip"
 
 
 def test_remove_deletes_only_the_other_layout_file() -> None:
-    remove = ki.parse_argv(["remove", "6.1.0", "/b/tok/6.1.0"])
-    assert ki.decide(remove, ctx(layout="other")) == ki.Action(
+    remove = policy.parse_argv(["remove", "6.1.0", "/b/tok/6.1.0"])
+    assert policy.decide(remove, ctx(layout="other")) == policy.Action(
         "remove", "layout=other", output=Path("/b/initramfs-6.1.0.img")
     )
-    assert ki.decide(remove, ctx(layout="bls")).kind == "skip"
+    assert policy.decide(remove, ctx(layout="bls")).kind == "skip"
 
 
 def test_image_type_from_environment_or_from_the_image(uki: Path, vmlinuz: Path) -> None:
-    assert ki.decide(add(), ctx(image_type="uki")).kind == "skip"
+    assert policy.decide(add(), ctx(image_type="uki")).kind == "skip"
     # systemd 252 does not export KERNEL_INSTALL_IMAGE_TYPE: the image itself is looked at.
-    assert ki.decide(add(image=str(uki)), ctx(image_type="")).kind == "skip"
-    assert ki.decide(add(image=str(vmlinuz)), ctx(image_type="")).kind == "build"
+    assert policy.decide(add(image=str(uki)), ctx(image_type="")).kind == "skip"
+    assert policy.decide(add(image=str(vmlinuz)), ctx(image_type="")).kind == "build"
 
 
 def test_parse_argv_tolerates_any_argument_count() -> None:
-    assert ki.parse_argv([]) == ki.Request()
-    assert ki.parse_argv(["remove", "6.1"]) == ki.Request("remove", "6.1")
-    req = ki.parse_argv(["add", "6.1", "/e", "/k", "/i1", "/i2"])
-    assert req == ki.Request("add", "6.1", Path("/e"), Path("/k"), (Path("/i1"), Path("/i2")))
+    assert policy.parse_argv([]) == policy.Request()
+    assert policy.parse_argv(["remove", "6.1"]) == policy.Request("remove", "6.1")
+    req = policy.parse_argv(["add", "6.1", "/e", "/k", "/i1", "/i2"])
+    assert req == policy.Request("add", "6.1", Path("/e"), Path("/k"), (Path("/i1"), Path("/i2")))
 
 
 def test_plugin_found_unless_masked(tmp_path: Path) -> None:
     etc, usr = tmp_path / "etc", tmp_path / "usr"
     etc.mkdir()
     usr.mkdir()
-    plugin = script(usr / ki.MKOSI_PLUGIN, FAKE_MKOSI)
-    assert ki.active_plugin(ki.MKOSI_PLUGIN, ctx(), (etc, usr)) == plugin
-    (etc / ki.MKOSI_PLUGIN).symlink_to("/dev/null")
-    assert ki.active_plugin(ki.MKOSI_PLUGIN, ctx(), (etc, usr)) is None
+    mkosi = script(usr / rivals.MKOSI_PLUGIN, FAKE_MKOSI)
+    assert rivals.active_plugin(rivals.MKOSI_PLUGIN, ctx(), (etc, usr)) == mkosi
+    (etc / rivals.MKOSI_PLUGIN).symlink_to("/dev/null")
+    assert rivals.active_plugin(rivals.MKOSI_PLUGIN, ctx(), (etc, usr)) is None
     # An explicit plugin list is what kernel-install runs, whatever the directories hold.
-    assert ki.active_plugin(ki.MKOSI_PLUGIN, ctx(plugins=(PLUGIN, plugin)), (etc, usr)) == plugin
-    assert ki.active_plugin(ki.MKOSI_PLUGIN, ctx(plugins=(PLUGIN,)), (tmp_path, usr)) is None
+    assert rivals.active_plugin(rivals.MKOSI_PLUGIN, ctx(plugins=(PLUGIN, mkosi)), (etc, usr)) == mkosi
+    assert rivals.active_plugin(rivals.MKOSI_PLUGIN, ctx(plugins=(PLUGIN,)), (tmp_path, usr)) is None
 
 
 def test_debians_initrd_plugin_is_a_rival_only_when_its_initrd_exists_and_ours_is_staged(
@@ -280,16 +281,16 @@ def test_debians_initrd_plugin_is_a_rival_only_when_its_initrd_exists_and_ours_i
     plugins, boot = tmp_path / "install.d", tmp_path / "boot"
     plugins.mkdir()
     boot.mkdir()
-    debian = script(plugins / ki.DEBIAN_PLUGIN, "#!/bin/sh\n")
+    debian = script(plugins / rivals.DEBIAN_PLUGIN, "#!/bin/sh\n")
     bls = ctx(staging=tmp_path / "stage")
-    assert ki.rival_warnings(add(), bls, ki.decide(add(), bls), (plugins,), boot) == []
+    assert rivals.rival_warnings(add(), bls, policy.decide(add(), bls), (plugins,), boot) == []
     (boot / "initrd.img-6.1.0").write_bytes(b"initramfs-tools")
-    [warning] = ki.rival_warnings(add(), bls, ki.decide(add(), bls), (plugins,), boot)
+    [warning] = rivals.rival_warnings(add(), bls, policy.decide(add(), bls), (plugins,), boot)
     assert warning.startswith(f"{debian} stages {boot}/initrd.img-6.1.0 as a second initrd")
     assert warning.endswith("ln -s /dev/null /etc/kernel/install.d/85-initrd.install")
     # Layout other writes /boot/initramfs-KVER.img: what Debian's plugin stages is then not our concern.
     other = ctx(layout="other")
-    assert ki.rival_warnings(add(), other, ki.decide(add(), other), (plugins,), boot) == []
+    assert rivals.rival_warnings(add(), other, policy.decide(add(), other), (plugins,), boot) == []
 
 
 # ---- the install.d script called directly ------------------------------------------------------------
@@ -328,7 +329,7 @@ def test_inspect_prints_the_decision(tmp_path: Path) -> None:
 
 
 def test_inspect_shows_rival_plugins(tmp_path: Path) -> None:
-    mkosi = script(tmp_path / ki.MKOSI_PLUGIN, FAKE_MKOSI)
+    mkosi = script(tmp_path / rivals.MKOSI_PLUGIN, FAKE_MKOSI)
     result = run_plugin(
         "inspect",
         "6.1.0",
@@ -524,7 +525,7 @@ def test_warns_once_with_the_fix_when_mkosis_plugin_would_overwrite(
 ) -> None:
     kver, image = host_kernel.kver, host_kernel.image
     kinst.configure("layout=bls\ninitrd_generator=mkosi-initrd\n")
-    kinst.plugins.insert(1, script(kinst.tmp / ki.MKOSI_PLUGIN, FAKE_MKOSI))
+    kinst.plugins.insert(1, script(kinst.tmp / rivals.MKOSI_PLUGIN, FAKE_MKOSI))
     result = kinst.run("add", kver, image)
     assert result.returncode == 0, result.stderr
     fix = "ln -s /dev/null /etc/kernel/install.d/50-mkosi.install"
@@ -547,15 +548,15 @@ def test_packaged_generic_initrd_is_copied_instead_of_building(
     subprocess.run(cmd, env={**env, "PYTHONPATH": str(REPO / "src")}, check=True, capture_output=True)
     staging = tmp_path / "staging"
     staging.mkdir()
-    action = ki.decide(add(image=str(image)), ctx(staging=staging, image_type="pe"))
-    summary = ki.build(ki.Request("add", kver, None, image), action, root=root)
+    action = policy.decide(add(image=str(image)), ctx(staging=staging, image_type="pe"))
+    summary = plugin.build(policy.Request("add", kver, None, image), action, root=root)
     assert summary.startswith(f"copied prebuilt {prebuilt}")
     assert (staging / "initrd").read_bytes() == prebuilt.read_bytes()
     assert stat.S_IMODE((staging / "initrd").stat().st_mode) == 0o600
     assert sorted(p.name for p in staging.iterdir()) == ["initrd"]  # microcode is inside it
 
 
-DEBIAN_INITRD_PLUGIN = Path("/usr/lib/kernel/install.d") / ki.DEBIAN_PLUGIN
+DEBIAN_INITRD_PLUGIN = Path("/usr/lib/kernel/install.d") / rivals.DEBIAN_PLUGIN
 
 
 @needs_kernel_install

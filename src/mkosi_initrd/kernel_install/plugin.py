@@ -1,16 +1,9 @@
 """kernel-install plugin: `50-mkosi-initrd.install COMMAND KVER ENTRY_DIR [KERNEL_IMAGE] [INITRD...]`.
 
-Acts only when the admin opted in (initrd_generator=mkosi-initrd, or uki_generator=mkosi-initrd with
-layout=uki). Whenever it does not act it exits 0, never 77: 77 would stop the plugins after us
-(60-ukify, 90-loaderentry), which still have to install the kernel.
-
-Where the output goes depends on the layout:
-  bls, uki, custom  $KERNEL_INSTALL_STAGING_AREA/initrd (+ microcode), picked up by the 60/90 plugins
-  uki + uki_generator=mkosi-initrd   $KERNEL_INSTALL_STAGING_AREA/uki.efi, for 90-uki-copy
-  other             $KERNEL_INSTALL_BOOT_ROOT/initramfs-KVER.img (GRUB's fixed name), removed on `remove`
-
-A matching prebuilt generic initrd that a package installed as /usr/lib/modules/KVER/initrd (prebuilt.py)
-is copied there instead of building.
+What to do (and where the output goes) is decided by policy.py, from the arguments and the
+environment; rivals.py warns about plugins that would spoil the output. A matching prebuilt generic
+initrd that a package installed as /usr/lib/modules/KVER/initrd (prebuilt.py) is copied there instead
+of building.
 """
 
 from __future__ import annotations
@@ -18,184 +11,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from mkosi_initrd import log as logmod
 from mkosi_initrd.errors import InitrdError
-from mkosi_initrd.kernel_install import installconf
+from mkosi_initrd.kernel_install.policy import Action, Context, Request, context_from_env, decide, parse_argv
+from mkosi_initrd.kernel_install.rivals import rival_warnings
 
-GENERATOR = "mkosi-initrd"
-MKOSI_PLUGIN = "50-mkosi.install"
-DEBIAN_PLUGIN = "85-initrd.install"  # systemd's Debian packaging: installs /boot/initrd.img-KVER
-PLUGIN_DIRS = (
-    Path("/etc/kernel/install.d"),
-    Path("/run/kernel/install.d"),
-    Path("/usr/local/lib/kernel/install.d"),
-    Path("/usr/lib/kernel/install.d"),
-)
 MODULES_DIR = Path("/usr/lib/modules")
-
-
-@dataclass(frozen=True)
-class Request:
-    """The argument vector; kernel-install passes three arguments for `remove`, four or more for `add`."""
-
-    command: str = ""
-    kver: str = ""
-    entry_dir: Path | None = None
-    kernel_image: Path | None = None
-    initrds: tuple[Path, ...] = ()
-
-
-@dataclass(frozen=True)
-class Context:
-    """What kernel-install told us through the environment (and install.conf, where it says nothing)."""
-
-    layout: str = ""
-    initrd_generator: str = ""
-    uki_generator: str = ""
-    image_type: str = ""  # "uki", "pe", "unknown"; empty: kernel-install too old to say
-    staging: Path | None = None
-    boot_root: Path | None = None
-    verbose: bool = False
-    # kernel-install < 254 has no `microcode` staging file type: its 90-loaderentry ignores it.
-    staging_microcode: bool = False
-    plugins: tuple[Path, ...] | None = None  # $KERNEL_INSTALL_PLUGINS, if set
-    conf_files: tuple[Path, ...] = field(default=(), compare=False)
-
-
-@dataclass(frozen=True)
-class Action:
-    """What to do. `kind` is "skip", "build" or "remove"; `reason` is shown in verbose mode."""
-
-    kind: str
-    reason: str
-    output: Path | None = None
-    microcode_output: Path | None = None
-    format: str = "cpio"
-
-
-def parse_argv(argv: Sequence[str]) -> Request:
-    """Never fails: missing arguments stay empty and are judged by `decide`."""
-    args = list(argv)
-
-    def get(i: int) -> str:
-        return args[i] if len(args) > i else ""
-
-    return Request(
-        command=get(0),
-        kver=get(1),
-        entry_dir=Path(get(2)) if get(2) else None,
-        kernel_image=Path(get(3)) if get(3) else None,
-        initrds=tuple(Path(a) for a in args[4:] if a),
-    )
-
-
-def context_from_env(environ: Mapping[str, str]) -> Context:
-    conf = installconf.settings(environ)
-    plugins = environ.get("KERNEL_INSTALL_PLUGINS")
-    staging = environ.get("KERNEL_INSTALL_STAGING_AREA")
-    boot_root = environ.get("KERNEL_INSTALL_BOOT_ROOT")
-    return Context(
-        layout=conf.layout,
-        initrd_generator=conf.initrd_generator,
-        uki_generator=conf.uki_generator,
-        image_type=environ.get("KERNEL_INSTALL_IMAGE_TYPE", ""),
-        staging=Path(staging) if staging else None,
-        boot_root=Path(boot_root) if boot_root else None,
-        verbose=environ.get("KERNEL_INSTALL_VERBOSE", "0") not in ("", "0"),
-        # kernel-install exports KERNEL_INSTALL_UKI_GENERATOR (possibly empty) since systemd 254
-        # (systemd PR #26940), the release that also defined the `microcode` staging file (PR #27941).
-        staging_microcode="KERNEL_INSTALL_UKI_GENERATOR" in environ,
-        plugins=tuple(Path(p) for p in plugins.split()) if plugins and plugins.strip() != ":" else None,
-        conf_files=conf.files,
-    )
-
-
-def _is_uki(image: Path) -> bool:
-    # Imported here: a plugin that is not selected exits before it would need pefile.
-    from mkosi_initrd.uki.describe import is_uki
-
-    return is_uki(image)
-
-
-def decide(req: Request, ctx: Context) -> Action:
-    """The whole policy, as a function of arguments and environment (the image is looked at for `add`)."""
-    builds_uki = ctx.layout == "uki" and ctx.uki_generator == GENERATOR
-    if ctx.initrd_generator != GENERATOR and not builds_uki:
-        return Action(
-            "skip",
-            f"initrd_generator={ctx.initrd_generator or '(unset)'}, "
-            f"uki_generator={ctx.uki_generator or '(unset)'}: not selected",
-        )
-    if req.command == "remove":
-        if ctx.layout == "other" and ctx.boot_root and req.kver:
-            return Action("remove", "layout=other", output=ctx.boot_root / f"initramfs-{req.kver}.img")
-        return Action("skip", f"remove: nothing of ours to remove for layout={ctx.layout}")
-    if req.command != "add":
-        return Action("skip", f"command {req.command or '(none)'!r} is not add or remove")
-    if not req.kver:
-        raise InitrdError("add: no kernel version given", hint="usage: add KVER ENTRY_DIR KERNEL_IMAGE")
-    if ctx.image_type == "uki" or (not ctx.image_type and req.kernel_image and _is_uki(req.kernel_image)):
-        return Action("skip", f"{req.kernel_image} is already a unified kernel image")
-    if req.initrds and ctx.layout != "uki":
-        return Action("skip", f"pre-built initrds were given: {' '.join(map(str, req.initrds))}")
-    if ctx.layout == "other":
-        if ctx.boot_root is None:
-            raise InitrdError(
-                "layout=other but KERNEL_INSTALL_BOOT_ROOT is not set", hint="run kernel-install"
-            )
-        return Action("build", "layout=other", output=ctx.boot_root / f"initramfs-{req.kver}.img")
-    if ctx.staging is None:
-        raise InitrdError(
-            f"layout={ctx.layout} but KERNEL_INSTALL_STAGING_AREA is not set", hint="run kernel-install"
-        )
-    if builds_uki:
-        return Action("build", "uki_generator=mkosi-initrd", output=ctx.staging / "uki.efi", format="uki")
-    microcode = ctx.staging / "microcode" if ctx.staging_microcode else None
-    return Action("build", f"layout={ctx.layout}", output=ctx.staging / "initrd", microcode_output=microcode)
-
-
-def active_plugin(name: str, ctx: Context, dirs: Sequence[Path] = PLUGIN_DIRS) -> Path | None:
-    """The plugin `name` if kernel-install will run it: listed in $KERNEL_INSTALL_PLUGINS, or else found
-    in the plugin directories (the first directory that has the name decides; /dev/null masks)."""
-    if ctx.plugins is not None:
-        return next((p for p in ctx.plugins if p.name == name and os.access(p, os.X_OK)), None)
-    for d in dirs:
-        path = d / name
-        if path.exists() or path.is_symlink():
-            masked = path.resolve() == Path("/dev/null") or not path.is_file() or path.stat().st_size == 0
-            return None if masked or not os.access(path, os.X_OK) else path
-    return None
-
-
-def rival_warnings(
-    req: Request,
-    ctx: Context,
-    action: Action,
-    dirs: Sequence[Path] = PLUGIN_DIRS,
-    boot: Path = Path("/boot"),
-) -> list[str]:
-    """Plugins that run after us and would spoil our output, each with the command that masks it."""
-    staged = action.output is not None and ctx.staging is not None and action.output.parent == ctx.staging
-    found: list[tuple[Path, str]] = []
-    # mkosi's plugin acts on initrd_generator=mkosi-initrd too ('-' sorts before '.': it runs after us).
-    mkosi = active_plugin(MKOSI_PLUGIN, ctx, dirs) if ctx.initrd_generator == GENERATOR else None
-    if mkosi is not None:
-        effect = f"would overwrite {action.output}" if staged else "builds a second initrd"
-        found.append(
-            (mkosi, f"also acts on initrd_generator={GENERATOR} and runs after this plugin: it {effect}")
-        )
-    # Debian's plugin stages initramfs-tools' initrd whatever the generator: the entry would load both.
-    old = boot / f"initrd.img-{req.kver}"
-    debian = active_plugin(DEBIAN_PLUGIN, ctx, dirs) if staged and action.format == "cpio" else None
-    if debian is not None and old.exists():
-        found.append((debian, f"stages {old} as a second initrd, loaded after the one built here"))
-    return [
-        f"{plugin} {effect}. Mask it with: ln -s /dev/null /etc/kernel/install.d/{plugin.name}"
-        for plugin, effect in found
-    ]
 
 
 def check_kernel(kver: str, root: Path = Path("/")) -> None:
