@@ -14,7 +14,7 @@ import pytest
 from fixtures.debroot import deb_root
 from fixtures.kernel import HostKernel
 from fixtures.rpmspecs import rpm_root
-from mkosi_initrd.build import cache
+from mkosi_initrd.build import cache, inputs, store
 from mkosi_initrd.build.options import BuildOptions
 from mkosi_initrd.cli import main, make_config, parse_args
 from prereq import require_file
@@ -35,8 +35,8 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "cache"
-    monkeypatch.setenv(cache.ENV_DIR, str(d))
-    monkeypatch.delenv(cache.ENV_MAX, raising=False)
+    monkeypatch.setenv(store.ENV_DIR, str(d))
+    monkeypatch.delenv(store.ENV_MAX, raising=False)
     return d
 
 
@@ -218,22 +218,22 @@ def test_the_size_bound_evicts_least_recently_used(
     for level in ("1", "2", "3"):
         build(root, tmp_path / f"l{level}", "--level", level)
         (keys[level],) = set(entries(cache_dir)) - set(keys.values())
-    sizes = {e.path: e.size for e in cache.entries(cache_dir)}  # all of an entry's files count
+    sizes = {e.path: e.size for e in store.entries(cache_dir)}  # all of an entry's files count
     assert lookup(root, tmp_path / "x", "--level", "1") is not None  # level 1 is now the most recent
     bound = sizes[keys["1"]] + max(sizes.values()) * 3 // 2  # room for two entries of about this size
-    monkeypatch.setenv(cache.ENV_MAX, str(bound))
+    monkeypatch.setenv(store.ENV_MAX, str(bound))
     build(root, tmp_path / "l4", "--level", "4")  # stores level 4, then evicts 2 and 3 (oldest)
     assert lookup(root, tmp_path / "x", "--level", "2") is None
     assert lookup(root, tmp_path / "x", "--level", "3") is None
     assert lookup(root, tmp_path / "x", "--level", "1") is not None
     assert lookup(root, tmp_path / "x", "--level", "4") is not None
-    assert sum(e.size for e in cache.entries(cache_dir)) <= bound
+    assert sum(e.size for e in store.entries(cache_dir)) <= bound
 
 
 def test_an_entry_larger_than_the_bound_is_not_kept(
     root: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(cache.ENV_MAX, "1K")
+    monkeypatch.setenv(store.ENV_MAX, "1K")
     build(root, tmp_path / "a")
     assert entries(cache_dir) == []
 
@@ -262,29 +262,29 @@ def test_dpkg_state_follows_the_status_file_not_reads(tmp_path: Path) -> None:
 
     root = tmp_path / "root"
     shutil.copytree(deb_root(), root, symlinks=True)
-    before = cache.db_state(root)
+    before = inputs.db_state(root)
     db = open_db(root, "dpkg")
     for pkg in db.packages():
         db.files(pkg)
-    assert cache.db_state(root) == before
+    assert inputs.db_state(root) == before
     status = root / "var/lib/dpkg/status"
     text = status.read_text()
     st = status.stat()
     status.write_text(text.replace("Version: 1.0-1\n", "Version: 1.0-2\n", 1))
     os.utime(status, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and time: content decides
-    assert cache.db_state(root) != before
+    assert inputs.db_state(root) != before
 
 
 def test_the_code_state_covers_our_resources() -> None:
-    state = cache.code_state()
+    state = inputs.code_state()
     assert state[0] and len(state[1]) == 64
-    assert cache.code_state() == state
+    assert inputs.code_state() == state
 
 
 def test_parse_size() -> None:
-    assert cache.parse_size("512M") == 512 << 20
-    assert cache.parse_size("1000") == 1000
-    assert cache.parse_size("2g") == 2 << 30
+    assert store.parse_size("512M") == 512 << 20
+    assert store.parse_size("1000") == 1000
+    assert store.parse_size("2g") == 2 << 30
 
 
 def test_a_hit_imports_neither_rpm_nor_the_planner(root: Path, cache_dir: Path, tmp_path: Path) -> None:
@@ -335,7 +335,7 @@ def test_a_uki_is_cached_and_its_inputs_invalidate(
 
 
 def test_every_host_file_the_host_package_names_is_in_the_key() -> None:
-    """A new host file read by host/*.py must be added to cache.HOST_FILES (or carry.PROFILE_FILES)."""
+    """A new host file read by host/*.py must be added to inputs.HOST_FILES (or carry.PROFILE_FILES)."""
     import ast
     import re
 
@@ -352,7 +352,7 @@ def test_every_host_file_the_host_package_names_is_in_the_key() -> None:
         and re.fullmatch(r"/etc/[\w./-]+", n.value)
     }
     named = {p for p in named if not p.startswith("/etc/systemd/system")}  # the initrd's own units
-    covered = (*cache.HOST_FILES, *(p for files in hostconfig.PROFILE_FILES.values() for p in files))
+    covered = (*inputs.HOST_FILES, *(p for files in hostconfig.PROFILE_FILES.values() for p in files))
     assert named and all(any(p == c or p.startswith(c + "/") for c in covered) for p in named), sorted(
         p for p in named if not any(p == c or p.startswith(c + "/") for c in covered)
     )

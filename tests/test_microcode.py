@@ -6,8 +6,9 @@ import lzma
 from pathlib import Path
 
 from mkosi_initrd.config.load import Config
+from mkosi_initrd.host.cpu import host_cpu
 from mkosi_initrd.image.cpioread import read_segments
-from mkosi_initrd.image.microcode import host_cpu, microcode_cpio
+from mkosi_initrd.image.microcode import microcode_cpio
 
 CPUINFO = """processor\t: 0
 vendor_id\t: {vendor}

@@ -11,50 +11,18 @@ import io
 import lzma
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
 
 from mkosi_initrd.config.load import Config
+from mkosi_initrd.host.cpu import VENDORS, HostCpu, host_cpu
 from mkosi_initrd.image.cpio import write_cpio
 from mkosi_initrd.plan.model import Entry
 from mkosi_initrd.rootfs import resolve_in_root
 
-VENDORS = {"AuthenticAMD": "amd-ucode", "GenuineIntel": "intel-ucode"}
 FIRMWARE_DIRS = ("/usr/lib/firmware", "/lib/firmware")
 _INTEL_NAME = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{2}-[0-9a-f]{2}$")
-
-
-@dataclass(frozen=True)
-class HostCpu:
-    vendor: str
-    family: int
-    model: int
-    stepping: int
-
-
-def host_cpu(procfs: Path) -> HostCpu | None:
-    """The first CPU of `procfs`/cpuinfo, or None when it is not an x86 CPU we know."""
-    try:
-        text = (procfs / "cpuinfo").read_text()
-    except OSError:
-        return None
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            if fields:
-                break
-            continue
-        k, _, v = line.partition(":")
-        fields.setdefault(k.strip(), v.strip())
-    vendor = fields.get("vendor_id", "")
-    if vendor not in VENDORS:
-        return None
-    try:
-        return HostCpu(vendor, int(fields["cpu family"]), int(fields["model"]), int(fields["stepping"]))
-    except (KeyError, ValueError):
-        return None
 
 
 def _ucode_dir(root: Path, vendor: str) -> Path | None:
