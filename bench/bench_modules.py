@@ -24,7 +24,7 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from benchkernel import bench_kernel  # noqa: E402
-from mkosi_initrd.config.load import Config  # noqa: E402
+from mkosi_initrd.config.model import Config  # noqa: E402
 from mkosi_initrd.kernel.depmod import regenerate  # noqa: E402
 from mkosi_initrd.kernel.firmware import FirmwarePart, select_firmware  # noqa: E402
 from mkosi_initrd.kernel.index import load_index  # noqa: E402

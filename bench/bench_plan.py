@@ -35,7 +35,7 @@ def main() -> int:
     part = None
     for i in range(a.runs + 1):
         t = time.perf_counter()
-        config = load_config(a.root, kver, None)
+        config = load_config(a.root, kver)
         part = package_step(config, read_os_release(a.root))
         if i:
             times.append(time.perf_counter() - t)
@@ -49,7 +49,7 @@ def main() -> int:
     print(f"package step: best {best:.3f} s, median {median:.3f} s over {a.runs} runs (goal < {GOAL} s)")
     print(f"ratio to goal: {median / GOAL:.2f}")
     t = time.perf_counter()
-    plan = make_plan(load_config(a.root, kver, None))
+    plan = make_plan(load_config(a.root, kver))
     print(
         f"whole make_plan (with modules and firmware): {time.perf_counter() - t:.3f} s,"
         f" {len(plan.entries)} entries"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchkernel import bench_kernel
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.uki.assemble import build_uki
 from mkosi_initrd.uki.options import UkiInputs, UkiOptions, detect_uname, uki_options
 

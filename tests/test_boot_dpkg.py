@@ -18,7 +18,7 @@ import pytest
 from boot.disks import marker_root
 from boot.qemu import boot
 from fixtures.kernel import HostKernel
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.image.cpioread import read_segments
 from mkosi_initrd.image.microcode import microcode_cpio
 

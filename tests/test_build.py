@@ -9,7 +9,7 @@ import pytest
 
 from mkosi_initrd.build.options import BuildOptions
 from mkosi_initrd.build.pipeline import write_outputs
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.image.cpioread import read_segments
 from mkosi_initrd.plan.model import Entry, Plan

@@ -15,8 +15,7 @@ from fixtures.debroot import deb_root
 from fixtures.kernel import HostKernel
 from fixtures.rpmspecs import rpm_root
 from mkosi_initrd.build import cache, inputs, store
-from mkosi_initrd.build.options import BuildOptions
-from mkosi_initrd.cli import main, make_config, parse_args
+from mkosi_initrd.cli import build_setup, main, parse_args
 from prereq import require_file
 
 KVER = "1.0"
@@ -51,9 +50,7 @@ def build(root: Path, out: Path, *extra: str) -> bytes:
 
 def lookup(root: Path, out: Path, *extra: str) -> cache.Hit | None:
     """What a build with these arguments would find in the cache (it copies to `out` on a hit)."""
-    ns = parse_args(args(root, out, *extra))
-    options = BuildOptions(output=out, microcode_output=ns.microcode_output)
-    c = cache.BuildCache.open(make_config(ns), options)
+    c = cache.BuildCache.open(*build_setup(parse_args(args(root, out, *extra))))
     assert c is not None
     return c.lookup()
 
@@ -307,7 +304,6 @@ def test_a_uki_is_cached_and_its_inputs_invalidate(
 ) -> None:
     """On this host's own packages and kernel (a UKI's kernel image must match the initrd's kernel)."""
     from fixtures.uki_inputs import STUB
-    from mkosi_initrd.build.pipeline import options_from_args
 
     kernel, kver = host_kernel.image, host_kernel.kver
     require_file(STUB, "systemd-boot-efi")
@@ -319,9 +315,7 @@ def test_a_uki_is_cached_and_its_inputs_invalidate(
                 "--stub", str(stub), "--cmdline", cmdline]  # fmt: skip
 
     def hit(out: Path, cmdline: str = "root=/dev/vda ro") -> bool:
-        ns = parse_args(uki_args(out, cmdline))
-        config = make_config(ns)
-        c = cache.BuildCache.open(config, options_from_args(config, ns))
+        c = cache.BuildCache.open(*build_setup(parse_args(uki_args(out, cmdline))))
         assert c is not None
         return c.lookup() is not None
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.plan.accounts import accounts, passwd_group
 from mkosi_initrd.plan.dlopen import dlopen_libraries, needed, notes_of
 from mkosi_initrd.plan.generated import generated_entries, initrd_release

@@ -19,7 +19,7 @@ from elftools.elf.elffile import ELFFile
 
 from fixtures.kernel import SYN_KVER, require_host_kernel, synthetic_kernel_root
 from mkosi_initrd.cli import make_config, parse_args
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.host.probes import initrd_filesystems, root_fs_known
 from mkosi_initrd.host.rootstack import with_host_profiles
 from mkosi_initrd.kernel.modules import plan_kernel

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.kernel import HostKernel
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.host import crypttab, lvm, resume, rootstack, vconsole
 from mkosi_initrd.host.carry import host_config
 from mkosi_initrd.plan.parts import Part

@@ -155,7 +155,7 @@ def test_the_distribution_initrd_in_boot_is_read_completely(host_kernel: HostKer
 def test_a_uki_is_described_by_its_sections_and_embedded_initrd(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], host_kernel: HostKernel
 ) -> None:
-    from mkosi_initrd.config.load import Config
+    from mkosi_initrd.config.model import Config
     from mkosi_initrd.uki.assemble import build_uki
     from mkosi_initrd.uki.options import UkiInputs, uki_options
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.kernel import SYN_KVER, synthetic_kernel_root
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.host.probes import Want, needed, root_needs
 from mkosi_initrd.kernel import depmod as modregen

@@ -11,7 +11,7 @@ import pytest
 
 from fixtures.kernel import debian_kernel_root, kernel_under_test
 from mkosi_initrd.cli import main
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.kernel.index import load_index, normalize, strip_module_suffix
 from mkosi_initrd.kernel.modules import plan_kernel
 from mkosi_initrd.kernel.patterns import PatternSet, module_key

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lzma
 from pathlib import Path
 
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.host.cpu import host_cpu
 from mkosi_initrd.image.cpioread import read_segments
 from mkosi_initrd.image.microcode import microcode_cpio

@@ -99,7 +99,7 @@ def test_config_files_and_dropins_merge_with_precedence(own_root: Path) -> None:
         "[Packages]\nWithRecommends=yes\n[Files]\nRemoveFiles=/usr/share/fx\n[Output]\nCompression=xz\n",
     )
     args = parse_args(["plan", "--add-package", "fx-app", "--profile", "lvm", "--remove-package", "gzip"])
-    cfg = load_config(own_root, "1.0", args)
+    cfg = load_config(own_root, "1.0", args.values)
     # /etc's main file replaces /usr/lib's; /etc's 10-a.conf replaces /usr/lib's; CLI adds.
     assert cfg.packages == ("fx-ver", "fx-nested", "fx-app")
     assert cfg.profiles == ("raid", "lvm")
@@ -113,7 +113,7 @@ def test_empty_assignment_resets_a_list(own_root: Path) -> None:
         own_root / "etc/mkosi-initrd/mkosi-initrd.conf.d/50.conf",
         "[Packages]\nPackages=\nPackages=fx-both\n",
     )
-    assert load_config(own_root, "1.0", None).packages == ("fx-both",)
+    assert load_config(own_root, "1.0").packages == ("fx-both",)
 
 
 @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ def test_empty_assignment_resets_a_list(own_root: Path) -> None:
 def test_bad_config_is_an_error_naming_file_and_line(own_root: Path, text: str, message: str) -> None:
     write(own_root / "etc/mkosi-initrd/mkosi-initrd.conf", text)
     with pytest.raises(InitrdError, match=message) as e:
-        load_config(own_root, "1.0", None)
+        load_config(own_root, "1.0")
     assert "etc/mkosi-initrd/mkosi-initrd.conf:" in str(e.value)
 
 
@@ -153,7 +153,7 @@ def test_config_removes_and_adds_files(own_root: Path) -> None:
         own_root / "etc/mkosi-initrd/mkosi-initrd.conf",
         "[Packages]\nPackages=fx-app\n[Files]\nRemoveFiles=/usr/bin/fx-*\nExtraFiles=/usr/share/fx/ver:/etc/fx-version\n",
     )
-    entries = {e.path: e for e in make_plan(load_config(own_root, "1.0", None)).entries}
+    entries = {e.path: e for e in make_plan(load_config(own_root, "1.0")).entries}
     assert (
         "/usr/bin/fx" in entries and "/usr/bin/fx-link" not in entries and "/usr/bin/fx-suid" not in entries
     )
@@ -167,7 +167,7 @@ def test_example_config_parses_with_every_setting_enabled(tmp_path: Path) -> Non
     lines = example.read_text().splitlines()
     text = "\n".join(line[1:] if re.match(r"#[A-Z][A-Za-z]*=", line) else line for line in lines)
     write(tmp_path / "etc/mkosi-initrd/mkosi-initrd.conf", text)
-    cfg = load_config(tmp_path, "1.0", None)
+    cfg = load_config(tmp_path, "1.0")
     assert cfg.packages == ("nvme-cli", "/usr/sbin/fsck.xfs") and cfg.profiles == ("lvm",)
     assert cfg.extra_files == (("/etc/crypttab", "/etc/crypttab"), ("/etc/mkosi-initrd/keys", "/etc/keys"))
     assert cfg.modules == ("nvme", "-/drivers/gpu/") and cfg.compression == "zstd" and cfg.level == 3

@@ -13,7 +13,7 @@ import pytest
 
 from fixtures.kernel import kernel_under_test
 from fixtures.uki_inputs import STUB, make_cpio, make_keypair, sbverify, unsigned_copy
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.uki import pe as pemod
 from mkosi_initrd.uki.assemble import UKI_SBAT, build_uki

@@ -7,7 +7,8 @@ The markdown is a small subset: `# title(1)`, `## SECTION`, `### subsection`, pa
 items, indented (4 spaces) literal blocks, a `term` line followed by `: definition` lines, and
 inline `code`, **bold** and *italic*. A line `<!-- options: COMMAND -->` is replaced by that
 command's options as the parser defines them (`<!-- options: -->` for the top-level ones), so the
-page cannot drift from `--help`.
+page cannot drift from `--help`; a line `<!-- settings -->` by the ini files' settings, from the same
+table (src/mkosi_initrd/config/settings.py). `--readme-table` prints README's table of them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout, too
+
+from mkosi_initrd.config.settings import Setting, in_files  # noqa: E402
+
 OPTIONS_DIRECTIVE = re.compile(r"^<!--\s*options:\s*(\S*)\s*-->$")
+SETTINGS_DIRECTIVE = "<!-- settings -->"
 HIDDEN_GROUPS = ("positional arguments", "options", "optional arguments")
 
 
@@ -87,8 +93,32 @@ def options_roff(parser: argparse.ArgumentParser) -> Iterator[str]:
             yield escape(fmt._expand_help(action)) if action.help else ".br"
 
 
+def long_flag(s: Setting) -> str:
+    return next((f for f in reversed(s.flags) if f.startswith("--")), "")
+
+
+def settings_markdown() -> list[str]:
+    """The ini settings as `term` / `: definition` lines, with the command-line flag of each."""
+    out = []
+    for s in in_files().values():
+        flag = f" (`{long_flag(s)}`)" if long_flag(s) else ""
+        out += [f"`{s.ini}`", f": {s.doc[0].upper()}{s.doc[1:]}{flag}.", ""]
+    return out
+
+
+def readme_table() -> list[str]:
+    """README's configuration reference: one row per ini setting."""
+    out = ["| section | setting | value | command line |", "|---|---|---|---|"]
+    for s in in_files().values():
+        flag = f" `{long_flag(s)}` " if long_flag(s) else " "
+        out.append(f"| `[{s.section}]` | `{s.key}=` | {s.doc} |{flag}|")
+    return out
+
+
 def convert(markdown: str, parser: argparse.ArgumentParser, version: str) -> str:
-    lines = markdown.splitlines()
+    lines = []
+    for line in markdown.splitlines():
+        lines += settings_markdown() if line.strip() == SETTINGS_DIRECTIVE else [line]
     out: list[str] = []
     para: list[str] = []
 
@@ -162,9 +192,15 @@ def drop_empty_paragraphs(lines: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("source", type=Path)
+    ap.add_argument("source", type=Path, nargs="?")
     ap.add_argument("-o", "--output", type=Path, help="default: stdout")
+    ap.add_argument("--readme-table", action="store_true", help="print README's table of the settings")
     args = ap.parse_args(argv)
+    if args.readme_table:
+        print("\n".join(readme_table()))
+        return 0
+    if args.source is None:
+        ap.error("the markdown source is needed")
 
     from mkosi_initrd import __version__, cli
 

@@ -1,4 +1,7 @@
-"""Command line: `mkosi-initrd [build]`, `mkosi-initrd plan`, `mkosi-initrd inspect`."""
+"""Command line: `mkosi-initrd [build]`, `mkosi-initrd plan`, `mkosi-initrd inspect`.
+
+The options are config/settings.py's table: parse_args() turns the command line into the values of
+its settings, from which the Config (config/load.py), the build's options and the UKI's are made."""
 
 from __future__ import annotations
 
@@ -8,111 +11,53 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mkosi_initrd import __version__
 from mkosi_initrd import log as logmod
-from mkosi_initrd.config.load import COMPRESSIONS, PROFILES, Config
+from mkosi_initrd.config.model import Config
+from mkosi_initrd.config.settings import SETTINGS, Setting, Values
 from mkosi_initrd.errors import InitrdError
 
-COMMANDS = ("build", "plan", "inspect")
+if TYPE_CHECKING:
+    from mkosi_initrd.build.options import BuildOptions
+
+COMMANDS = {
+    "build": "build an initrd (the default command)",
+    "plan": "show what would go into the initrd, and why",
+    "inspect": "show what an initrd or UKI holds",
+}
 
 
-def _selection_options(p: argparse.ArgumentParser) -> None:
-    """Options that decide what goes into the initrd (shared by build and plan)."""
-    p.add_argument(
-        "-k",
-        "--kernel-version",
-        dest="kver",
-        metavar="KVER",
-        help="kernel version (default: the running kernel, or the only one installed in --root)",
-    )
-    p.add_argument(
-        "--root",
-        type=Path,
-        default=Path("/"),
-        help="root of the installed system to take packages, modules and config from (default /)",
-    )
-    p.add_argument(
-        "-g",
-        "--generic",
-        action="store_true",
-        help="build a generic initrd: no host-specific modules or configuration",
-    )
-    p.add_argument(
-        "--profile",
-        action="append",
-        default=[],
-        choices=PROFILES,
-        help="add a profile's packages and modules (repeatable)",
-    )
-    p.add_argument("--backend", choices=("rpm", "dpkg"), help="package database backend (default: detect)")
-    p.add_argument(
-        "--add-package",
-        action="append",
-        default=[],
-        metavar="ENTRY",
-        help="also include a package, virtual provide or file path (repeatable)",
-    )
-    p.add_argument(
-        "--remove-package",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="leave out a package (repeatable)",
-    )
-    p.add_argument(
-        "--add-module",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="module pattern to include, '-PATTERN' to exclude (repeatable)",
-    )
-    p.add_argument(
-        "--add-firmware",
-        action="append",
-        default=[],
-        metavar="GLOB",
-        help="firmware glob relative to /usr/lib/firmware to include (repeatable)",
-    )
-    p.add_argument("--with-recommends", action="store_true", help="also follow weak dependencies")
-    p.add_argument("--sysfs", type=Path, default=None, help=argparse.SUPPRESS)  # host probes, for tests
-    p.add_argument("--procfs", type=Path, default=None, help=argparse.SUPPRESS)
-    p.add_argument("-v", "--verbose", action="store_true", help="show progress")
-    p.add_argument("--debug", action="store_true", help="show debug output and tracebacks")
+@dataclass(frozen=True)
+class Invocation:
+    command: str
+    values: Values
 
 
-def _build_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", type=Path, help="output file (default: ./initrd, or ./uki.efi)")
-    p.add_argument("-t", "--format", choices=("cpio", "uki"), default="cpio", help="output format")
-    p.add_argument("--compression", choices=COMPRESSIONS, help="compressor for the cpio (default zstd)")
-    p.add_argument("--level", type=int, help="compression level (default: zstd 3)")
-    p.add_argument(
-        "--microcode-output",
-        type=Path,
-        metavar="PATH",
-        help="write the early microcode cpio here (x86; default: prepend nothing)",
-    )
-    p.add_argument("--no-microcode", action="store_true", help="no early microcode cpio")
-    p.add_argument("--no-cache", action="store_true", help="do not reuse or store a cached result")
-    uki = p.add_argument_group("UKI (--format uki)")
-    uki.add_argument(
-        "--kernel-image", type=Path, help="kernel image (default /usr/lib/modules/KVER/vmlinuz)"
-    )
-    uki.add_argument("--cmdline", help="kernel command line (default: /etc/kernel/cmdline, /proc/cmdline)")
-    uki.add_argument("--stub", type=Path, help="systemd-stub to use")
-    uki.add_argument("--os-release", type=Path, help="os-release for .osrel (default: the root's)")
-    uki.add_argument("--splash", type=Path, help="splash image (.bmp)")
-    uki.add_argument("--devicetree", type=Path, help="device tree blob (.dtb)")
-    uki.add_argument("--secureboot-private-key", type=Path, metavar="KEY")
-    uki.add_argument("--secureboot-certificate", type=Path, metavar="CERT")
-    uki.add_argument("--signtool", choices=("sbsign", "systemd-sbsign"))
-    uki.add_argument(
-        "--sign-kernel",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="sign the inner kernel too (default: only when it is unsigned and keys are given)",
-    )
+def _add(parser: argparse.ArgumentParser | argparse._ArgumentGroup, s: Setting) -> None:
+    """One setting as argparse declares it. Settings of the config (and the build's flags) default
+    to None on the command line: what it does not say, the files and the table decide."""
+    kw: dict[str, object] = {"help": s.help if s.help is not None else argparse.SUPPRESS}
+    if s.choices:
+        kw["choices"] = s.choices
+    if s.metavar:
+        kw["metavar"] = s.metavar
+    default = None if s.target == "config" else s.default
+    if s.kind == "flag":
+        kw.update(action="store_const", const=not s.negate, default=default)
+    elif s.kind == "tristate":
+        kw.update(action=argparse.BooleanOptionalAction, default=None)
+    elif s.kind == "words":
+        kw.update(action="append", default=None)
+    else:
+        kw.update(type={"path": Path, "number": int, "text": str}[s.kind], default=default)
+    if s.positional:
+        parser.add_argument(s.flags[0], **kw)  # type: ignore[arg-type]
+    else:
+        parser.add_argument(*s.flags, dest=s.name, **kw)  # type: ignore[arg-type]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,25 +68,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"mkosi-initrd {__version__}")
     sub = p.add_subparsers(dest="command")
-    build = sub.add_parser("build", help="build an initrd (the default command)")
-    _selection_options(build)
-    _build_options(build)
-    plan = sub.add_parser("plan", help="show what would go into the initrd, and why")
-    _selection_options(plan)
-    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
-    insp = sub.add_parser("inspect", help="show what an initrd or UKI holds")
-    insp.add_argument("file", type=Path)
-    insp.add_argument("--json", action="store_true", help="print as JSON")
-    insp.add_argument("--files", action="store_true", help="list every file")
-    insp.add_argument("--debug", action="store_true")
+    for command, help in COMMANDS.items():
+        parser = sub.add_parser(command, help=help)
+        groups: dict[str, argparse._ArgumentGroup] = {}
+        for s in SETTINGS:
+            if s.flags and command in s.commands:
+                group = groups.setdefault(s.group, parser.add_argument_group(s.group)) if s.group else None
+                _add(group or parser, s)
     return p
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> Invocation:
     # `mkosi-initrd -k KVER -o OUT` builds, like mkosi's mkosi-initrd: "build" is implied.
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv = ["build", *argv]
-    return _parser().parse_args(argv)
+    values = vars(_parser().parse_args(argv))
+    return Invocation(str(values.pop("command")), Values(values))
 
 
 def default_kver(root: Path) -> str:
@@ -162,20 +104,21 @@ def default_kver(root: Path) -> str:
     raise InitrdError(f"several kernels in {moddir}: {' '.join(kvers)}", hint="choose one with -k KVER")
 
 
-def make_config(args: argparse.Namespace) -> Config:
+def make_config(invocation: Invocation) -> Config:
     from mkosi_initrd.config.load import load_config
 
-    root: Path = args.root.resolve()
-    kver = args.kver or default_kver(root)
-    return load_config(root, kver, args)
+    values = invocation.values
+    root = (values.path("root") or Path("/")).resolve()
+    kver = values.text("kver") or default_kver(root)
+    return load_config(root, kver, values)
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def cmd_plan(invocation: Invocation) -> int:
     from mkosi_initrd.plan.planner import make_plan
     from mkosi_initrd.report import format_plan
 
-    plan = make_plan(make_config(args))
-    if args.json:
+    plan = make_plan(make_config(invocation))
+    if invocation.values.flag("json"):
         json.dump(plan.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
@@ -183,29 +126,47 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    from mkosi_initrd.build.pipeline import build, options_from_args
+def build_setup(invocation: Invocation) -> tuple[Config, BuildOptions]:
+    """The Config and the options of a `build` command line; a UKI's inputs are resolved and checked
+    here, before anything is built."""
+    from mkosi_initrd.build.options import build_options
+
+    config = make_config(invocation)
+    values = invocation.values
+    uki = None
+    if values.text("format") == "uki":
+        from mkosi_initrd.uki.options import uki_inputs, uki_options
+
+        uki = uki_options(config, uki_inputs(values))
+    return config, build_options(values, uki)
+
+
+def cmd_build(invocation: Invocation) -> int:
+    from mkosi_initrd.build.pipeline import build
 
     start = time.monotonic()
-    config = make_config(args)
-    result = build(config, options_from_args(config, args))
+    result = build(*build_setup(invocation))
     print(f"{result.summary} in {time.monotonic() - start:.2f}s")
     return 0
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
+def cmd_inspect(invocation: Invocation) -> int:
     from mkosi_initrd.inspect import inspect
 
-    return inspect(args.file, as_json=args.json, list_files=args.files)
+    values = invocation.values
+    path = values.path("file")
+    assert path is not None  # argparse requires it
+    return inspect(path, as_json=bool(values.flag("json")), list_files=bool(values.flag("files")))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    debug = getattr(args, "debug", False) or os.environ.get("MKOSI_INITRD_DEBUG") == "1"
-    logmod.setup(verbose=getattr(args, "verbose", False), debug=debug)
-    handler = {"build": cmd_build, "plan": cmd_plan, "inspect": cmd_inspect}[args.command]
+    invocation = parse_args(sys.argv[1:] if argv is None else argv)
+    values = invocation.values
+    debug = bool(values.flag("debug")) or os.environ.get("MKOSI_INITRD_DEBUG") == "1"
+    logmod.setup(verbose=bool(values.flag("verbose")), debug=debug)
+    handler = {"build": cmd_build, "plan": cmd_plan, "inspect": cmd_inspect}[invocation.command]
     try:
-        return handler(args)
+        return handler(invocation)
     except InitrdError as e:
         print(f"mkosi-initrd: error: {e}", file=sys.stderr)
         return 1

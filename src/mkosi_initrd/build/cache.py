@@ -43,7 +43,7 @@ from mkosi_initrd.build.store import (
     remove_entry,
     settings,
 )
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.log import log
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from mkosi_initrd import __version__
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.packages.locations import DPKG_STATUS, RPMDB_PATHS
 
 if TYPE_CHECKING:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mkosi_initrd.config.settings import Values
+
 if TYPE_CHECKING:
     # Only the type: a cached rebuild never imports the UKI code (pefile) it does not run.
     from mkosi_initrd.uki.options import UkiOptions
@@ -35,3 +37,16 @@ class BuildResult:
     def summary(self) -> str:
         mb = self.size / 1e6
         return f"wrote {self.output} ({mb:.1f} MB, {self.packages} packages, {self.modules} modules)"
+
+
+def build_options(values: Values, uki: UkiOptions | None = None) -> BuildOptions:
+    """The command line's build settings (target "build" in config/settings.py) → BuildOptions."""
+    fmt = values.text("format") or "cpio"
+    return BuildOptions(
+        output=values.path("output") or Path("uki.efi" if fmt == "uki" else "initrd"),
+        format=fmt,
+        microcode_output=values.path("microcode_output"),
+        kernel_image=values.path("kernel_image"),
+        uki=uki,
+        use_cache=values.flag("use_cache") is not False,
+    )

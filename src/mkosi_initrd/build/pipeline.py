@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mkosi_initrd.build.options import BuildOptions, BuildResult
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.image.atomic import atomic_write
 from mkosi_initrd.log import log
@@ -119,20 +119,3 @@ def build(config: Config, options: BuildOptions) -> BuildResult:
     if cache:
         cache.store(options.output, microcode, len(plan.packages), len(plan.modules))
     return BuildResult(Path(options.output), microcode, size, len(plan.packages), len(plan.modules))
-
-
-def options_from_args(config: Config, args: object) -> BuildOptions:
-    """CLI arguments → BuildOptions (the UKI part via uki.options_from_args)."""
-    fmt = getattr(args, "format", None) or "cpio"
-    output = getattr(args, "output", None) or Path("uki.efi" if fmt == "uki" else "initrd")
-    from mkosi_initrd.uki.options import options_from_args as uki_options_from_args
-
-    uki_options = uki_options_from_args(config, args) if fmt == "uki" else None
-    return BuildOptions(
-        output=Path(output),
-        format=fmt,
-        microcode_output=getattr(args, "microcode_output", None),
-        kernel_image=getattr(args, "kernel_image", None),
-        uki=uki_options,
-        use_cache=not getattr(args, "no_cache", False),
-    )

@@ -14,7 +14,7 @@ Config.procfs. Host files are carried only when the build is not generic.
 
 from __future__ import annotations
 
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.host.crypttab import crypttab
 from mkosi_initrd.host.entries import copy_paths
 from mkosi_initrd.host.lvm import lvm_conf

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.host.probes import block_dir, read_attr, root_mount, shown
 from mkosi_initrd.log import log
 

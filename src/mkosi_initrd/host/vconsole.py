@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.host.entries import (
     copy_entry,
     copy_paths,

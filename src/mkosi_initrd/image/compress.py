@@ -16,9 +16,9 @@ from typing import BinaryIO, cast
 
 import zstandard
 
+from mkosi_initrd.config.settings import COMPRESSIONS
 from mkosi_initrd.errors import InitrdError
 
-COMPRESSIONS = ("zstd", "xz", "gzip", "none")
 DEFAULT_LEVEL = {"zstd": 3, "xz": 6, "gzip": 6, "none": 0}
 # zstd stops at 19: levels 20-22 need windows the kernel's decompressor may refuse (> 128 MiB with --long).
 LEVELS = {"zstd": range(1, 20), "xz": range(0, 10), "gzip": range(1, 10), "none": range(0, 1)}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import zstandard
 
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.host.cpu import VENDORS, HostCpu, host_cpu
 from mkosi_initrd.image.cpio import write_cpio
 from mkosi_initrd.plan.model import Entry

@@ -45,7 +45,7 @@ def build(req: Request, action: Action, root: Path = Path("/")) -> str:
     """Host-only build for KVER (which need not be the running kernel); returns the summary line."""
     from mkosi_initrd.build.options import BuildOptions
     from mkosi_initrd.build.pipeline import build as build_image
-    from mkosi_initrd.cli import make_config, parse_args
+    from mkosi_initrd.config.load import load_config
     from mkosi_initrd.kernel_install.prebuilt import prebuilt_initrd
 
     assert action.output is not None
@@ -53,8 +53,8 @@ def build(req: Request, action: Action, root: Path = Path("/")) -> str:
     prebuilt = prebuilt_initrd(root, req.kver) if action.format == "cpio" else None
     if prebuilt is not None:
         return copy_prebuilt(prebuilt, action.output)
-    # The command line parser supplies the same defaults `mkosi-initrd -k KVER` would use.
-    config = make_config(parse_args(["build", "--kernel-version", req.kver, "--root", str(root)]))
+    # The root's files and the settings' defaults: what `mkosi-initrd -k KVER` would build.
+    config = load_config(root.resolve(), req.kver)
     options = BuildOptions(
         output=action.output,
         format=action.format,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.host.rootstack import with_host_profiles
 from mkosi_initrd.host.vconsole import with_host_packages
 

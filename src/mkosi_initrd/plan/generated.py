@@ -26,7 +26,7 @@ import stat
 from pathlib import Path
 
 from mkosi_initrd import __version__
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.plan.accounts import passwd_group_files
 from mkosi_initrd.plan.manifest import MANIFEST, manifest
 from mkosi_initrd.plan.model import Entry, Plan

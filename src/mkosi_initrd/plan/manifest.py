@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from mkosi_initrd import __version__
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.image.compress import resolve_level
 from mkosi_initrd.plan.model import Plan
 

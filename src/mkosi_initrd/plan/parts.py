@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.log import log
 from mkosi_initrd.plan.model import CutEdge, Entry, FirmwareChoice, ModuleChoice, PackageChoice, Plan
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mkosi_initrd import osrelease
-from mkosi_initrd.config.load import PROFILES, Config
+from mkosi_initrd.config.model import Config
+from mkosi_initrd.config.settings import PROFILES
 from mkosi_initrd.host import probes
 from mkosi_initrd.host.carry import host_config
 from mkosi_initrd.kernel.modules import start_kernel

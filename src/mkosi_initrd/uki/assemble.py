@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pefile
 
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.image.atomic import atomic_write
 from mkosi_initrd.log import log

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
+from mkosi_initrd.config.settings import Values
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.log import log
 from mkosi_initrd.rootfs import resolve_in_root
@@ -166,7 +167,7 @@ def uki_options(
     )
 
 
-def options_from_args(config: Config, args: Any, environ: Mapping[str, str] | None = None) -> UkiOptions:
-    """cli.py's UKI flags → UkiOptions (flags the namespace lacks count as unset)."""
-    inputs = UkiInputs(**{f.name: getattr(args, f.name, None) for f in dataclasses.fields(UkiInputs)})
-    return uki_options(config, inputs, environ)
+def uki_inputs(values: Values) -> UkiInputs:
+    """The command line's UKI settings (target "uki" in config/settings.py, by field name)."""
+    given: dict[str, Any] = {f.name: values.get(f.name) for f in dataclasses.fields(UkiInputs)}
+    return UkiInputs(**given)

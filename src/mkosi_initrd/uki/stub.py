@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pefile
 
-from mkosi_initrd.config.load import Config
+from mkosi_initrd.config.model import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.rootfs import resolve_in_root
 from mkosi_initrd.uki import pe as pemod

@@ -1,0 +1,204 @@
+"""Every setting, once: its name, its ini section and key, its command-line flags, its kind, default and
+help. The ini reader (ini.py), the command line (cli.py), the man page (tools/mkman.py) and the docs
+tests are made from this table; `Config`, `BuildOptions` and `UkiInputs` have a field of each name
+their settings have (tests/test_settings.py holds them to it, defaults included).
+
+Kinds: "flag" (a boolean; on the command line a flag that turns it on, or off with `negate`),
+"tristate" (--x / --no-x / neither), "text", "number", "path", "words" (a list: files accumulate
+words, an empty assignment clears them, the command line's repeated flag adds to them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from mkosi_initrd.errors import InitrdError
+
+PROFILES = ("lvm", "raid", "nfs", "network", "pkcs11", "plymouth")
+COMPRESSIONS = ("zstd", "xz", "gzip", "none")
+BACKENDS = ("rpm", "dpkg")
+SELECTION = ("build", "plan")  # the commands that decide what goes into the initrd
+UKI_GROUP = "UKI (--format uki)"
+SECTIONS = ("Packages", "Files", "Kernel", "Output")  # of the ini files, in the order docs list them
+
+
+def extra_file(word: str, where: str) -> tuple[str, str]:
+    """ExtraFiles= SOURCE[:DEST] → (source, destination), both absolute."""
+    src, _, dst = word.partition(":")
+    if not src.startswith("/") or (dst and not dst.startswith("/")):
+        raise InitrdError(f"{where}: ExtraFiles={word}: paths must be absolute", hint="SOURCE[:DEST]")
+    return (src, dst or src)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the field of Config (target "config"), BuildOptions ("build"), UkiInputs ("uki")
+    kind: str  # see the module docstring
+    help: str | None  # --help; None: hidden (the tests' host probes)
+    flags: tuple[str, ...] = ()  # on the command line; a name without "-" is positional
+    section: str = ""  # in the ini files: [section] key=
+    key: str = ""
+    default: object = None
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    commands: tuple[str, ...] = SELECTION
+    target: str = "config"  # or "build", "uki", "command" (what the command itself uses)
+    group: str | None = None  # the --help group
+    negate: bool = False  # the flag turns the setting off (--no-microcode)
+    repeats: bool = False  # words: repeats are kept (module patterns: the last match decides)
+    word: Callable[[str, str], object] | None = None  # words: (word, where) → the value; None: as is
+    doc: str = ""  # an ini setting's description for the man page and README
+
+    @property
+    def ini(self) -> str:
+        return f"[{self.section}] {self.key}=" if self.section else ""
+
+    @property
+    def positional(self) -> bool:
+        return bool(self.flags) and not self.flags[0].startswith("-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # --- what goes into the initrd (build and plan)
+    Setting("kver", "text",
+            "kernel version (default: the running kernel, or the only one installed in --root)",
+            ("-k", "--kernel-version"), metavar="KVER", target="command"),
+    Setting("root", "path",
+            "root of the installed system to take packages, modules and config from (default /)",
+            ("--root",), default=Path("/"), target="command"),
+    Setting("generic", "flag", "build a generic initrd: no host-specific modules or configuration",
+            ("-g", "--generic"), "Kernel", "Generic", default=False,
+            doc="yes/no: build a generic initrd"),
+    Setting("profiles", "words", "add a profile's packages and modules (repeatable)", ("--profile",),
+            "Packages", "Profiles", default=(), choices=PROFILES,
+            doc=f"profiles to add: `{' '.join(PROFILES)}`"),
+    Setting("backend", "text", "package database backend (default: detect)", ("--backend",),
+            "Packages", "Backend", choices=BACKENDS,
+            doc="`rpm` or `dpkg` (default: detected from the root)"),
+    Setting("packages", "words", "also include a package, virtual provide or file path (repeatable)",
+            ("--add-package",), "Packages", "Packages", default=(), metavar="ENTRY",
+            doc="package names, virtual provides or file paths to add"),
+    Setting("remove_packages", "words", "leave out a package (repeatable)", ("--remove-package",),
+            "Packages", "RemovePackages", default=(), metavar="NAME", doc="package names to leave out"),
+    Setting("modules", "words", "module pattern to include, '-PATTERN' to exclude (repeatable)",
+            ("--add-module",), "Kernel", "Modules", default=(), metavar="PATTERN", repeats=True,
+            doc="module patterns; `-PATTERN` excludes; the last match wins"),
+    Setting("firmware", "words", "firmware glob relative to /usr/lib/firmware to include (repeatable)",
+            ("--add-firmware",), "Kernel", "Firmware", default=(), metavar="GLOB",
+            doc="globs relative to `/usr/lib/firmware`"),
+    Setting("weak_deps", "flag", "also follow weak dependencies", ("--with-recommends",),
+            "Packages", "WithRecommends", default=False, doc="yes/no: also follow weak dependencies"),
+    Setting("extra_files", "words", None, (), "Files", "ExtraFiles", default=(), word=extra_file,
+            doc="`SOURCE[:DEST]` absolute paths to copy into the initrd"),
+    Setting("remove_files", "words", None, (), "Files", "RemoveFiles", default=(),
+            doc="globs of initrd paths to leave out"),
+    Setting("sysfs", "path", None, ("--sysfs",), default=Path("/sys")),  # host probes, for tests
+    Setting("procfs", "path", None, ("--procfs",), default=Path("/proc")),
+    Setting("verbose", "flag", "show progress", ("-v", "--verbose"), default=False, target="command"),
+    Setting("debug", "flag", "show debug output and tracebacks", ("--debug",), default=False,
+            target="command"),
+    # --- build
+    Setting("output", "path", "output file (default: ./initrd, or ./uki.efi)", ("-o", "--output"),
+            commands=("build",), target="build"),
+    Setting("format", "text", "output format", ("-t", "--format"), default="cpio", choices=("cpio", "uki"),
+            commands=("build",), target="build"),
+    Setting("compression", "text", "compressor for the cpio (default zstd)", ("--compression",),
+            "Output", "Compression", default="zstd", choices=COMPRESSIONS, commands=("build",),
+            doc="`zstd` (default), `xz`, `gzip`, `none`"),
+    Setting("level", "number", "compression level (default: zstd 3)", ("--level",),
+            "Output", "CompressionLevel", commands=("build",), doc="compressor level (default: zstd 3)"),
+    Setting("microcode_output", "path",
+            "write the early microcode cpio here (x86; default: prepend nothing)",
+            ("--microcode-output",), metavar="PATH", commands=("build",), target="build"),
+    Setting("microcode", "flag", "no early microcode cpio", ("--no-microcode",), "Output", "Microcode",
+            default=True, negate=True, commands=("build",), doc="yes/no: the early microcode cpio (x86)"),
+    Setting("use_cache", "flag", "do not reuse or store a cached result", ("--no-cache",), default=True,
+            negate=True, commands=("build",), target="build"),
+    # --- build --format uki
+    Setting("kernel_image", "path", "kernel image (default /usr/lib/modules/KVER/vmlinuz)",
+            ("--kernel-image",), commands=("build",), target="uki", group=UKI_GROUP),
+    Setting("cmdline", "text", "kernel command line (default: /etc/kernel/cmdline, /proc/cmdline)",
+            ("--cmdline",), commands=("build",), target="uki", group=UKI_GROUP),
+    Setting("stub", "path", "systemd-stub to use", ("--stub",), commands=("build",), target="uki",
+            group=UKI_GROUP),
+    Setting("os_release", "path", "os-release for .osrel (default: the root's)", ("--os-release",),
+            commands=("build",), target="uki", group=UKI_GROUP),
+    Setting("splash", "path", "splash image (.bmp)", ("--splash",), commands=("build",), target="uki",
+            group=UKI_GROUP),
+    Setting("devicetree", "path", "device tree blob (.dtb)", ("--devicetree",), commands=("build",),
+            target="uki", group=UKI_GROUP),
+    Setting("secureboot_private_key", "path",
+            "Secure Boot signing key (default: SecureBootPrivateKey= of uki.conf)",
+            ("--secureboot-private-key",), metavar="KEY", commands=("build",), target="uki",
+            group=UKI_GROUP),
+    Setting("secureboot_certificate", "path",
+            "its certificate (default: SecureBootCertificate= of uki.conf)",
+            ("--secureboot-certificate",), metavar="CERT", commands=("build",), target="uki",
+            group=UKI_GROUP),
+    Setting("signtool", "text",
+            "signing tool (default: SecureBootSigningTool= of uki.conf, else the one installed)",
+            ("--signtool",), choices=("sbsign", "systemd-sbsign"), commands=("build",), target="uki",
+            group=UKI_GROUP),
+    Setting("sign_kernel", "tristate",
+            "sign the inner kernel too (default: only when it is unsigned and keys are given)",
+            ("--sign-kernel",), commands=("build",), target="uki", group=UKI_GROUP),
+    # --- plan
+    Setting("json", "flag", "print the plan as JSON", ("--json",), default=False, commands=("plan",),
+            target="command"),
+    # --- inspect
+    Setting("file", "path", "the initrd or UKI", ("file",), commands=("inspect",), target="command"),
+    Setting("json", "flag", "print as JSON", ("--json",), default=False, commands=("inspect",),
+            target="command"),
+    Setting("files", "flag", "list every file", ("--files",), default=False, commands=("inspect",),
+            target="command"),
+    Setting("debug", "flag", "show debug output and tracebacks", ("--debug",), default=False,
+            commands=("inspect",), target="command"),
+)  # fmt: skip
+
+
+def settings_of(target: str) -> tuple[Setting, ...]:
+    return tuple(s for s in SETTINGS if s.target == target)
+
+
+def in_files() -> dict[tuple[str, str], Setting]:
+    """(section, key) → the setting the ini files set there, by section (SECTIONS' order)."""
+    ini = sorted((s for s in SETTINGS if s.section), key=lambda s: SECTIONS.index(s.section))
+    return {(s.section, s.key): s for s in ini}
+
+
+class Values:
+    """The command line's values by setting name; a setting not given is absent (None)."""
+
+    def __init__(self, values: Mapping[str, object] | None = None) -> None:
+        self._values = {k: v for k, v in (values or {}).items() if v is not None}
+
+    def get(self, name: str) -> object:
+        return self._values.get(name)
+
+    def _typed(self, name: str, kind: type) -> object:
+        value = self._values.get(name)
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(f"setting {name}: {value!r} is not a {kind.__name__}")
+        return value
+
+    def text(self, name: str) -> str | None:
+        value = self._typed(name, str)
+        return value if isinstance(value, str) else None
+
+    def path(self, name: str) -> Path | None:
+        value = self._typed(name, Path)
+        return value if isinstance(value, Path) else None
+
+    def number(self, name: str) -> int | None:
+        value = self._typed(name, int)
+        return value if isinstance(value, int) else None
+
+    def flag(self, name: str) -> bool | None:
+        value = self._typed(name, bool)
+        return value if isinstance(value, bool) else None
+
+    def words(self, name: str) -> tuple[str, ...]:
+        value = self._typed(name, list)
+        return tuple(str(v) for v in value) if isinstance(value, list) else ()
