@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from mkosi_initrd.cli import default_kver  # noqa: E402
 from mkosi_initrd.config.load import load_config  # noqa: E402
 from mkosi_initrd.osrelease import read_os_release  # noqa: E402
-from mkosi_initrd.plan.planner import make_plan, package_step  # noqa: E402
+from mkosi_initrd.planner.steps import make_plan, package_step  # noqa: E402
 
 GOAL = 0.5
 

@@ -118,7 +118,7 @@ def test_initrd_from_the_rpm_sysroot_boots_to_the_root_through_systemd(
 
 def _plan(*args: str) -> Any:
     from mkosi_initrd.cli import make_config, parse_args
-    from mkosi_initrd.plan.planner import make_plan
+    from mkosi_initrd.planner.steps import make_plan
 
     return make_plan(make_config(parse_args(["plan", "-k", KVER, "--generic", *args])))
 

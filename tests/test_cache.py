@@ -290,7 +290,7 @@ def test_a_hit_imports_neither_rpm_nor_the_planner(root: Path, cache_dir: Path, 
         "import sys\n"
         "from mkosi_initrd.cli import main\n"
         f"assert main({args(root, tmp_path / 'b')!r}) == 0\n"
-        "print(sorted(m for m in ('rpm', 'mkosi_initrd.plan.planner', 'mkosi_initrd.packages.rpm',"
+        "print(sorted(m for m in ('rpm', 'mkosi_initrd.planner.steps', 'mkosi_initrd.packages.rpm',"
         " 'mkosi_initrd.image.initrd', 'zstandard') if m in sys.modules))\n"
     )
     env = {**os.environ, "PYTHONPATH": SRC}

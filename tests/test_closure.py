@@ -13,7 +13,7 @@ from mkosi_initrd.packages.closure import Closure, Excluder, Request, resolve
 from mkosi_initrd.packages.files import package_entries
 from mkosi_initrd.packages.rpm import RpmDB
 from mkosi_initrd.plan.model import CutEdge
-from mkosi_initrd.plan.planner import exclusions
+from mkosi_initrd.planner.steps import exclusions
 from mkosi_initrd.resources import read_list
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from mkosi_initrd.config.model import Config
-from mkosi_initrd.plan.accounts import accounts, passwd_group
-from mkosi_initrd.plan.dlopen import dlopen_libraries, needed, notes_of
-from mkosi_initrd.plan.generated import generated_entries, initrd_release
-from mkosi_initrd.plan.manifest import MANIFEST
 from mkosi_initrd.plan.model import Entry, ModuleChoice, PackageChoice, Plan
+from mkosi_initrd.planner.accounts import accounts, passwd_group
+from mkosi_initrd.planner.dlopen import dlopen_libraries, needed, notes_of
+from mkosi_initrd.planner.generated import generated_entries, initrd_release
+from mkosi_initrd.planner.manifest import MANIFEST
 
 REG = stat.S_IFREG | 0o644
 OS_RELEASE = {

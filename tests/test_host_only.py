@@ -23,9 +23,9 @@ from mkosi_initrd.config.model import Config
 from mkosi_initrd.host.probes import initrd_filesystems, root_fs_known
 from mkosi_initrd.host.rootstack import with_host_profiles
 from mkosi_initrd.kernel.modules import plan_kernel
-from mkosi_initrd.plan.dlopen import LIBDIRS, needed
 from mkosi_initrd.plan.model import Entry, Plan
-from mkosi_initrd.plan.planner import make_plan
+from mkosi_initrd.planner.dlopen import LIBDIRS, needed
+from mkosi_initrd.planner.steps import make_plan
 from prereq import require
 
 FSTAB = """\

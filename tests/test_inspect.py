@@ -20,8 +20,8 @@ from mkosi_initrd.image.compress import compressor
 from mkosi_initrd.image.cpio import write_cpio
 from mkosi_initrd.image.cpioread import read_segments
 from mkosi_initrd.inspect import describe_initrd
-from mkosi_initrd.plan.manifest import MANIFEST
 from mkosi_initrd.plan.model import Entry
+from mkosi_initrd.planner.manifest import MANIFEST
 from prereq import require_file
 
 REG = stat.S_IFREG | 0o644

@@ -21,7 +21,7 @@ from mkosi_initrd.kernel.index import load_index
 from mkosi_initrd.kernel.modules import plan_kernel, start_kernel
 from mkosi_initrd.kernel.selection import close
 from mkosi_initrd.plan.parts import Part
-from mkosi_initrd.plan.planner import make_plan
+from mkosi_initrd.planner.steps import make_plan
 
 
 @pytest.fixture(scope="module")

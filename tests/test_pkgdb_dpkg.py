@@ -131,7 +131,7 @@ def fxdb() -> DpkgDB:
 
 
 def fx_closure(fxdb: DpkgDB, *entries: str) -> Closure:
-    from mkosi_initrd.plan.planner import exclusions
+    from mkosi_initrd.planner.steps import exclusions
 
     return resolve(fxdb, [Request.parse(e, "config") for e in entries], Excluder(exclusions("debian")))
 

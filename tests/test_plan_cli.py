@@ -147,7 +147,7 @@ def test_config_changes_the_plan(own_root: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_config_removes_and_adds_files(own_root: Path) -> None:
-    from mkosi_initrd.plan.planner import make_plan
+    from mkosi_initrd.planner.steps import make_plan
 
     write(
         own_root / "etc/mkosi-initrd/mkosi-initrd.conf",

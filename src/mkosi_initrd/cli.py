@@ -114,7 +114,7 @@ def make_config(invocation: Invocation) -> Config:
 
 
 def cmd_plan(invocation: Invocation) -> int:
-    from mkosi_initrd.plan.planner import make_plan
+    from mkosi_initrd.planner.steps import make_plan
     from mkosi_initrd.report import format_plan
 
     plan = make_plan(make_config(invocation))

@@ -11,7 +11,7 @@ from typing import Any
 from mkosi_initrd import osrelease
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.image.cpioread import Member, Segment, iter_members, read_segments
-from mkosi_initrd.plan.manifest import MANIFEST
+from mkosi_initrd.planner.manifest import MANIFEST
 
 # Files that say who built an initrd and from what; shown when present.
 _INFO_FILES = (

@@ -201,7 +201,7 @@ def config_state(config: Config) -> list[Json]:
 def input_key(config: Config, options: BuildOptions) -> str:
     """The key of the cheap inputs; see the module docstring."""
     from mkosi_initrd.osrelease import OS_RELEASE_PATHS
-    from mkosi_initrd.plan.effective import effective_config
+    from mkosi_initrd.planner.effective import effective_config
     from mkosi_initrd.rootfs import resolve_in_root
 
     root = config.root

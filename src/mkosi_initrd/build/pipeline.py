@@ -105,7 +105,7 @@ def build(config: Config, options: BuildOptions) -> BuildResult:
     if cache and (hit := cache.lookup()):
         steps.done("cached result")
         return BuildResult(hit.output, hit.microcode, hit.size, hit.packages, hit.modules)
-    from mkosi_initrd.plan.planner import make_plan
+    from mkosi_initrd.planner.steps import make_plan
 
     plan = make_plan(config)
     if cache:

@@ -22,7 +22,7 @@ from pathlib import Path
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.image.cpioread import iter_members, read_segments
 from mkosi_initrd.log import log
-from mkosi_initrd.plan.manifest import GENERATOR, MANIFEST
+from mkosi_initrd.planner.manifest import GENERATOR, MANIFEST
 from mkosi_initrd.rootfs import resolve_in_root
 
 

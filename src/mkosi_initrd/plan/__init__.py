@@ -1,1 +1,2 @@
-"""The plan: the pure value the image is written from, and the planner that makes it from a Config."""
+"""The plan: everything that goes into one initrd, and why; a pure value (model.py), put together from
+the parts the planner's steps contribute (parts.py)."""

@@ -27,9 +27,9 @@ from pathlib import Path
 
 from mkosi_initrd import __version__
 from mkosi_initrd.config.model import Config
-from mkosi_initrd.plan.accounts import passwd_group_files
-from mkosi_initrd.plan.manifest import MANIFEST, manifest
 from mkosi_initrd.plan.model import Entry, Plan
+from mkosi_initrd.planner.accounts import passwd_group_files
+from mkosi_initrd.planner.manifest import MANIFEST, manifest
 from mkosi_initrd.resources import resource_dir
 
 ORIGIN = "generated"

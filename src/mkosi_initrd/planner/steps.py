@@ -17,11 +17,11 @@ from mkosi_initrd.kernel.modules import start_kernel
 from mkosi_initrd.log import log
 from mkosi_initrd.packages import closure, files
 from mkosi_initrd.packages.database import open_db
-from mkosi_initrd.plan.dlopen import dlopen_libraries
-from mkosi_initrd.plan.effective import effective_config
-from mkosi_initrd.plan.generated import generated_entries
 from mkosi_initrd.plan.model import PackageChoice, Plan
 from mkosi_initrd.plan.parts import Part, add_entries, merge
+from mkosi_initrd.planner.dlopen import dlopen_libraries
+from mkosi_initrd.planner.effective import effective_config
+from mkosi_initrd.planner.generated import generated_entries
 from mkosi_initrd.resources import read_list, resource_dir
 
 
