@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.boot, pytest.mark.usefixtures("host_kernel")]
 
 
 def _params() -> list[object]:
-    out = []
+    out: list[object] = []
     for name, case in matrix.CASES.items():
         marks = [] if case.core or FULL else [pytest.mark.skip(reason="set MKOSI_INITRD_BOOT_MATRIX=1")]
         out.append(pytest.param(name, marks=marks, id=name))

@@ -3,6 +3,8 @@ dpkg database for the dpkg state, and the CLI in separate processes for concurre
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.debroot import deb_root
+from fixtures.host import FakeHost
 from fixtures.kernel import HostKernel
 from fixtures.rpmspecs import rpm_root
 from mkosi_initrd.build import cache, inputs, store
@@ -72,8 +75,18 @@ def test_a_rebuild_is_a_hit_with_identical_bytes(root: Path, cache_dir: Path, tm
 
 
 def test_no_cache_neither_reads_nor_stores(root: Path, cache_dir: Path, tmp_path: Path) -> None:
-    build(root, tmp_path / "a", "--no-cache")
-    assert not cache_dir.exists() or entries(cache_dir) == []
+    fresh = build(root, tmp_path / "a", "--no-cache")
+    assert not cache_dir.exists() or entries(cache_dir) == []  # nothing stored
+    assert build(root, tmp_path / "b") == fresh  # a cached build stores ...
+    (entry,) = entries(cache_dir)
+    planted = b"planted: only a read of the cache delivers this"  # ... and reads: plant other bytes
+    meta = json.loads((entry / "meta.json").read_text())
+    meta["files"]["output"] = {"sha256": hashlib.sha256(planted).hexdigest(), "size": len(planted)}
+    (entry / "meta.json").write_text(json.dumps(meta))
+    (entry / "output").write_bytes(planted)
+    assert build(root, tmp_path / "c") == planted
+    assert build(root, tmp_path / "d", "--no-cache") == fresh  # not read
+    assert entries(cache_dir) == [entry] and (entry / "output").read_bytes() == planted  # nor stored
 
 
 def _rpm(root: Path, *a: str) -> None:
@@ -137,28 +150,20 @@ def test_an_option_invalidates(root: Path, cache_dir: Path, tmp_path: Path, opti
     assert lookup(root, tmp_path / "b") is not None
 
 
-def _sysfs(top: Path, modules: list[str]) -> Path:
-    for m in modules:
-        (top / "module" / m).mkdir(parents=True, exist_ok=True)
-    (top / "devices").mkdir(exist_ok=True)
-    return top
-
-
 def test_host_probes_are_part_of_a_host_only_key(root: Path, cache_dir: Path, tmp_path: Path) -> None:
-    sysfs = _sysfs(tmp_path / "sys", ["fx_a"])
-    probes = ("--sysfs", str(sysfs), "--procfs", str(tmp_path / "proc"))
+    host = FakeHost(tmp_path)
+    host.module("fx_a")
+    probes = host.flags()
     build(root, tmp_path / "a", *probes)
     assert lookup(root, tmp_path / "b", *probes) is not None
-    dev = sysfs / "devices/pci0000:00/0000:00:01.0"
-    dev.mkdir(parents=True)
-    (dev / "modalias").write_text("pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00\n")
+    host.modalias("pci0000:00/0000:00:01.0", "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00")
     assert lookup(root, tmp_path / "b", *probes) is None
     build(root, tmp_path / "c", *probes)
-    _sysfs(sysfs, ["fx_b"])
+    host.module("fx_b")
     assert lookup(root, tmp_path / "b", *probes) is None
     # A generic build does not look at the host.
     build(root, tmp_path / "d", "--generic", *probes)
-    _sysfs(sysfs, ["fx_c"])
+    host.module("fx_c")
     assert lookup(root, tmp_path / "b", "--generic", *probes) is not None
 
 
@@ -211,7 +216,7 @@ def test_separate_microcode_output_is_cached_too(root: Path, cache_dir: Path, tm
 def test_the_size_bound_evicts_least_recently_used(
     root: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = {}
+    keys: dict[str, Path] = {}
     for level in ("1", "2", "3"):
         build(root, tmp_path / f"l{level}", "--level", level)
         (keys[level],) = set(entries(cache_dir)) - set(keys.values())
@@ -274,7 +279,7 @@ def test_dpkg_state_follows_the_status_file_not_reads(tmp_path: Path) -> None:
 
 def test_the_code_state_covers_our_resources() -> None:
     state = inputs.code_state()
-    assert state[0] and len(state[1]) == 64
+    assert state[0] and isinstance(state[1], str) and len(state[1]) == 64
     assert inputs.code_state() == state
 
 
@@ -353,8 +358,9 @@ def test_every_host_file_the_host_package_names_is_in_the_key() -> None:
 
 
 def test_host_config_files_invalidate_a_host_only_entry(root: Path, cache_dir: Path, tmp_path: Path) -> None:
-    sysfs = _sysfs(tmp_path / "sys", ["fx_a"])
-    probes = ("--sysfs", str(sysfs), "--procfs", str(tmp_path / "proc"))
+    host = FakeHost(tmp_path)
+    host.module("fx_a")
+    probes = host.flags()
     (root / "etc/crypttab").write_text("data UUID=1234 none luks,x-initrd.attach\n")
     build(root, tmp_path / "a", *probes)
     assert lookup(root, tmp_path / "b", *probes) is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,7 +65,7 @@ def root() -> Path:
     return rpm_root(SPECS + specs, name="rpmroot-dlopen")
 
 
-def _plan(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict:  # type: ignore[type-arg]
+def _plan(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
     assert main(["plan", "-k", "1.0", "--json", "--root", str(root), *args]) == 0
     return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.host import FakeHost
 from fixtures.kernel import HostKernel
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.host import crypttab, lvm, resume, rootstack, vconsole
@@ -147,9 +148,9 @@ def test_unit_path_escape_matches_systemd_escape(device: str) -> None:
 
 def test_resume_from_initramfs_tools_config_becomes_a_resume_unit(tmp_path: Path) -> None:
     write(tmp_path, "/etc/initramfs-tools/conf.d/resume", "RESUME=UUID=5a6b-7c\n")
-    procfs = tmp_path / "proc"
-    write(procfs, "cmdline", "root=/dev/vda ro\n")
-    (entry,) = resume.resume(tmp_path, procfs).entries
+    host = FakeHost(tmp_path)
+    host.cmdline("root=/dev/vda ro")
+    (entry,) = resume.resume(tmp_path, host.procfs).entries
     assert entry.path == (
         "/etc/systemd/system/sysinit.target.wants/systemd-hibernate-resume@dev-disk-by\\x2duuid-5a6b\\x2d7c.service"
     )
@@ -158,9 +159,11 @@ def test_resume_from_initramfs_tools_config_becomes_a_resume_unit(tmp_path: Path
 
 def test_resume_in_etc_kernel_cmdline_wins_over_the_running_one(tmp_path: Path) -> None:
     write(tmp_path, "/etc/kernel/cmdline", "root=/dev/vda resume=/dev/vdc\n")
-    procfs = tmp_path / "proc"
-    write(procfs, "cmdline", "resume=/dev/vdb\n")
-    assert resume.resume_device(tmp_path, procfs) == ("/dev/vdc", "/etc/kernel/cmdline")
+    host = FakeHost(tmp_path)
+    host.cmdline("resume=/dev/vdb")
+    assert resume.resume_device(tmp_path, host.procfs) == ("/dev/vdc", "/etc/kernel/cmdline")
+    (tmp_path / "etc/kernel/cmdline").unlink()
+    assert resume.resume_device(tmp_path, host.procfs) == ("/dev/vdb", "/proc/cmdline")  # the running one
 
 
 def test_no_resume_configured_adds_nothing(tmp_path: Path) -> None:
@@ -183,8 +186,7 @@ def test_profiles_carry_their_files_and_generic_carries_nothing(tmp_path: Path) 
     write(tmp_path, "/etc/lvm/devices/system.devices", "IDTYPE=devname IDNAME=/dev/vda\n")
     write(tmp_path, "/etc/systemd/network/20-wired.network", "[Match]\nName=en*\n")
     write(tmp_path, "/etc/idmapd.conf", "[General]\nDomain=example.org\n")
-    procfs = tmp_path / "proc"
-    procfs.mkdir()
+    procfs = FakeHost(tmp_path).procfs
     config = Config(root=tmp_path, procfs=procfs, profiles=("raid", "lvm", "network", "nfs"))
     paths = set(by_path(host_config(config)))
     assert {
@@ -202,61 +204,29 @@ def test_profiles_carry_their_files_and_generic_carries_nothing(tmp_path: Path) 
 # --- root stack
 
 
-def sysfs_block(sysfs: Path, path: str, devnum: str, **files: str) -> Path:
-    """A block device directory under sysfs/devices with its /sys/dev/block link and attribute files."""
-    d = sysfs / "devices" / path
-    d.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        write(d, name.replace("__", "/"), text + "\n")
-    link = sysfs / "dev/block" / devnum
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(os.path.relpath(d, link.parent))
-    cls = sysfs / "class/block" / d.name
-    cls.parent.mkdir(parents=True, exist_ok=True)
-    cls.symlink_to(os.path.relpath(d, cls.parent))
-    return d
-
-
-def slave(upper: Path, lower: Path) -> None:
-    (upper / "slaves").mkdir(exist_ok=True)
-    (upper / "slaves" / lower.name).symlink_to(os.path.relpath(lower, upper / "slaves"))
-
-
-def mountinfo(procfs: Path, line: str) -> None:
-    write(procfs, "self/mountinfo", "22 27 0:21 / /proc rw - proc proc rw\n" + line + "\n")
-
-
 def test_lvm_on_luks_on_a_partition_turns_on_lvm_only(tmp_path: Path) -> None:
-    sysfs, procfs = tmp_path / "sys", tmp_path / "proc"
-    disk = sysfs_block(sysfs, "pci0000:00/0000:00:04.0/virtio1/block/vda", "254:0")
-    part = sysfs_block(sysfs, "pci0000:00/0000:00:04.0/virtio1/block/vda/vda2", "254:2", partition="2")
-    luks = sysfs_block(
-        sysfs, "virtual/block/dm-0", "253:0", dm__uuid="CRYPT-LUKS2-0c1d-luks", dm__name="luks"
-    )
-    lv = sysfs_block(sysfs, "virtual/block/dm-1", "253:1", dm__uuid="LVM-abcdef", dm__name="vg-root")
-    slave(lv, luks)
-    slave(luks, part)
-    mountinfo(procfs, "25 1 253:1 / / rw,relatime - ext4 /dev/mapper/vg-root rw")
-    stack = rootstack.detect(sysfs, procfs)
+    host = FakeHost(tmp_path)
+    part, luks, lv = host.lvm_on_luks()
+    stack = rootstack.detect(host.sysfs, host.procfs)
     assert stack is not None
     assert [layer.kind for layer in stack.layers] == ["lvm", "crypt", "partition", "disk"]
-    assert stack.layers[-1].device.endswith("/block/vda") and disk.exists()
+    assert [layer.device for layer in stack.layers[:3]] == [host.shown(d) for d in (lv, luks, part)]
+    assert stack.layers[-1].device.endswith("/block/vda")
     assert [p for p, _ in stack.profiles()] == ["lvm"]
-    config = rootstack.with_host_profiles(Config(sysfs=sysfs, procfs=procfs, profiles=("network",)))
+    config = rootstack.with_host_profiles(host.config(profiles=("network",)))
     assert config.profiles == ("network", "lvm")
-    generic = Config(sysfs=sysfs, procfs=procfs, generic=True)
-    assert rootstack.with_host_profiles(generic).profiles == ()
+    assert rootstack.with_host_profiles(host.config(generic=True)).profiles == ()
 
 
 def test_raid1_root_turns_on_raid(tmp_path: Path) -> None:
-    sysfs, procfs = tmp_path / "sys", tmp_path / "proc"
-    a = sysfs_block(sysfs, "pci0000:00/0000:00:04.0/virtio1/block/vda", "254:0")
-    b = sysfs_block(sysfs, "pci0000:00/0000:00:05.0/virtio2/block/vdb", "254:16")
-    md = sysfs_block(sysfs, "virtual/block/md0", "9:0", md__level="raid1")
-    slave(md, a)
-    slave(md, b)
-    mountinfo(procfs, "25 1 9:0 / / rw - ext4 /dev/md0 rw")
-    stack = rootstack.detect(sysfs, procfs)
+    host = FakeHost(tmp_path)
+    a = host.block("pci0000:00/0000:00:04.0/virtio1/block/vda", "254:0")
+    b = host.block("pci0000:00/0000:00:05.0/virtio2/block/vdb", "254:16")
+    md = host.block("virtual/block/md0", "9:0", md__level="raid1")
+    host.slave(md, a)
+    host.slave(md, b)
+    host.mount("/", "9:0", "ext4", "/dev/md0")
+    stack = rootstack.detect(host.sysfs, host.procfs)
     assert stack is not None
     assert [(layer.kind, layer.detail) for layer in stack.layers] == [
         ("md", "raid1"),
@@ -268,18 +238,18 @@ def test_raid1_root_turns_on_raid(tmp_path: Path) -> None:
 
 
 def test_nfs_root_turns_on_nfs_and_network(tmp_path: Path) -> None:
-    procfs = tmp_path / "proc"
-    mountinfo(procfs, "25 1 0:52 / / rw - nfs4 10.0.2.2:/srv/root rw,vers=4.2")
-    stack = rootstack.detect(tmp_path / "sys", procfs)
+    host = FakeHost(tmp_path)
+    host.mount("/", "0:52", "nfs4", "10.0.2.2:/srv/root", "rw,vers=4.2")
+    stack = rootstack.detect(host.sysfs, host.procfs)
     assert stack is not None and stack.layers == ()
     assert [p for p, _ in stack.profiles()] == ["nfs", "network"]
 
 
 def test_btrfs_anonymous_device_is_found_by_its_source(tmp_path: Path) -> None:
-    sysfs, procfs = tmp_path / "sys", tmp_path / "proc"
-    sysfs_block(sysfs, "pci0000:00/0000:00:04.0/virtio1/block/vda", "254:0")
-    mountinfo(procfs, "25 1 0:30 /root / rw - btrfs /dev/vda rw,subvol=/root")
-    stack = rootstack.detect(sysfs, procfs)
+    host = FakeHost(tmp_path)
+    host.block("pci0000:00/0000:00:04.0/virtio1/block/vda", "254:0")
+    host.mount("/", "0:30", "btrfs", "/dev/vda", "rw,subvol=/root")
+    stack = rootstack.detect(host.sysfs, host.procfs)
     assert stack is not None and [layer.kind for layer in stack.layers] == ["disk"]
     assert stack.profiles() == ()
 
@@ -298,8 +268,7 @@ def test_keymap_pulls_in_loadkeys_only_for_host_only_builds(tmp_path: Path) -> N
 
 
 def test_network_profile_enables_networkd_even_for_generic_builds(tmp_path: Path) -> None:
-    procfs = tmp_path / "proc"
-    procfs.mkdir()
+    procfs = FakeHost(tmp_path).procfs
     for generic in (False, True):
         config = Config(root=tmp_path, procfs=procfs, generic=generic, profiles=("network",))
         entries = by_path(host_config(config))
@@ -320,8 +289,7 @@ def test_hosts_own_network_files_sort_before_the_default(tmp_path: Path) -> None
         "/etc/systemd/network/20-wired.network",
         "[Match]\nName=en*\n[Network]\nAddress=10.1.1.2/24\n",
     )
-    procfs = tmp_path / "proc"
-    procfs.mkdir()
+    procfs = FakeHost(tmp_path).procfs
     names = sorted(
         Path(p).name
         for p in by_path(host_config(Config(root=tmp_path, procfs=procfs, profiles=("network",))))
@@ -332,8 +300,7 @@ def test_hosts_own_network_files_sort_before_the_default(tmp_path: Path) -> None
 
 def run_nfsroot_generator(tmp_path: Path, cmdline: str) -> dict[str, str]:
     """Run the generator the nfs profile installs, as systemd would in an initrd, on `cmdline`."""
-    procfs = tmp_path / "proc"
-    procfs.mkdir(exist_ok=True)
+    procfs = FakeHost(tmp_path).procfs
     config = Config(root=tmp_path, procfs=procfs, generic=True, profiles=("nfs",))
     (entry,) = host_config(config).entries
     assert entry.path == "/usr/lib/systemd/system-generators/mkosi-initrd-nfsroot-generator"
@@ -380,20 +347,13 @@ def test_host_only_plan_on_an_lvm_on_luks_host_turns_on_lvm_without_flags(
     import json
     import sys
 
-    sysfs, procfs = tmp_path / "sys", tmp_path / "proc"
-    part = sysfs_block(sysfs, "pci0000:00/0000:00:04.0/virtio1/block/vda/vda2", "254:2", partition="2")
-    luks = sysfs_block(
-        sysfs, "virtual/block/dm-0", "253:0", dm__uuid="CRYPT-LUKS2-0c1d-luks", dm__name="luks"
-    )
-    lv = sysfs_block(sysfs, "virtual/block/dm-1", "253:1", dm__uuid="LVM-abcdef", dm__name="vg-root")
-    slave(lv, luks)
-    slave(luks, part)
-    mountinfo(procfs, "25 1 253:1 / / rw,relatime - ext4 /dev/mapper/vg-root rw")
+    host = FakeHost(tmp_path)
+    host.lvm_on_luks()
     src = str(Path(__file__).parents[1] / "src")
 
     def plan(*extra: str) -> dict[str, object]:
         cmd = [sys.executable, "-m", "mkosi_initrd", "plan", "-k", host_kernel.kver, "--root", "/", "--json"]
-        cmd += ["--sysfs", str(sysfs), "--procfs", str(procfs), *extra]
+        cmd += [*host.flags(), *extra]
         out = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": src}, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)  # type: ignore[no-any-return]

@@ -87,7 +87,7 @@ _CHILD = textwrap.dedent(
 
 def _temp_fds(pid: int, directory: Path) -> list[int]:
     """Sizes of the files `pid` holds open in `directory` (the unnamed temp shows up as '... (deleted)')."""
-    sizes = []
+    sizes: list[int] = []
     try:
         fds = list(Path(f"/proc/{pid}/fd").iterdir())
     except OSError:  # the process is gone: the caller's poll() says so

@@ -189,48 +189,38 @@ def add(*initrds: str, image: str = "/k/vmlinuz") -> policy.Request:
     return policy.Request("add", "6.1.0", Path("/b/tok/6.1.0"), Path(image), tuple(map(Path, initrds)))
 
 
-def test_bls_stages_initrd_and_separate_microcode() -> None:
-    action = policy.decide(add(), ctx())
-    assert (action.kind, action.output, action.microcode_output, action.format) == (
-        "build",
-        Path("/stage/initrd"),
-        Path("/stage/microcode"),
-        "cpio",
-    )
+STAGE, BOOT_IMG = Path("/stage"), Path("/b/initramfs-6.1.0.img")
 
 
-def test_old_kernel_install_gets_microcode_prepended() -> None:
-    # systemd < 254 has no `microcode` staging file: its 90-loaderentry would ignore a separate one.
-    action = policy.decide(add(), ctx(staging_microcode=False))
-    assert (action.output, action.microcode_output) == (Path("/stage/initrd"), None)
-
-
-def test_other_layout_writes_grub_initramfs_name() -> None:
-    action = policy.decide(add(), ctx(layout="other"))
-    assert (action.kind, action.output, action.microcode_output) == (
-        "build",
-        Path("/b/initramfs-6.1.0.img"),
-        None,
-    )
-
-
-def test_uki_layout_stages_initrd_for_another_uki_builder() -> None:
-    action = policy.decide(add(), ctx(layout="uki", uki_generator="ukify"))
-    assert (action.output, action.format) == (Path("/stage/initrd"), "cpio")
-
-
-def test_uki_generator_selects_a_uki_build_only_in_uki_layout() -> None:
-    action = policy.decide(add(), ctx(layout="uki", initrd_generator="", uki_generator="mkosi-initrd"))
-    assert (action.kind, action.output, action.format) == ("build", Path("/stage/uki.efi"), "uki")
-    assert (
-        policy.decide(add(), ctx(layout="bls", initrd_generator="", uki_generator="mkosi-initrd")).kind
-        == "skip"
-    )
-
-
-def test_given_initrds_are_used_except_in_uki_layout() -> None:
-    assert policy.decide(add("/x/initrd"), ctx()).kind == "skip"
-    assert policy.decide(add("/x/initrd"), ctx(layout="uki")).kind == "build"
+@pytest.mark.parametrize(
+    ("request_", "context", "expected"),
+    [
+        pytest.param(add(), {}, ("build", STAGE / "initrd", STAGE / "microcode", "cpio"),
+                     id="bls-stages-initrd-and-separate-microcode"),
+        # systemd < 254 has no `microcode` staging file: its 90-loaderentry would ignore a separate one.
+        pytest.param(add(), {"staging_microcode": False}, ("build", STAGE / "initrd", None, "cpio"),
+                     id="old-kernel-install-gets-microcode-prepended"),
+        pytest.param(add(), {"layout": "other"}, ("build", BOOT_IMG, None, "cpio"),
+                     id="other-layout-writes-grubs-initramfs-name"),
+        pytest.param(add(), {"layout": "uki", "uki_generator": "ukify"},
+                     ("build", STAGE / "initrd", STAGE / "microcode", "cpio"),
+                     id="uki-layout-stages-the-initrd-for-another-uki-builder"),
+        pytest.param(add(), {"layout": "uki", "initrd_generator": "", "uki_generator": "mkosi-initrd"},
+                     ("build", STAGE / "uki.efi", None, "uki"),
+                     id="uki-generator-builds-a-uki-in-uki-layout"),
+        pytest.param(add(), {"layout": "bls", "initrd_generator": "", "uki_generator": "mkosi-initrd"},
+                     ("skip", None, None, "cpio"), id="uki-generator-alone-is-nothing-outside-uki-layout"),
+        pytest.param(add("/x/initrd"), {}, ("skip", None, None, "cpio"), id="given-initrds-are-used"),
+        pytest.param(add("/x/initrd"), {"layout": "uki"},
+                     ("build", STAGE / "initrd", STAGE / "microcode", "cpio"),
+                     id="given-initrds-do-not-count-in-uki-layout"),
+    ],
+)  # fmt: skip
+def test_what_add_does_for_each_layout_and_generator(
+    request_: policy.Request, context: dict[str, object], expected: tuple[object, ...]
+) -> None:
+    action = policy.decide(request_, ctx(**context))
+    assert (action.kind, action.output, action.microcode_output, action.format) == expected
 
 
 def test_not_selected_skips_add_and_remove() -> None:

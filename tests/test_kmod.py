@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.host import FakeHost
 from fixtures.kernel import SYN_KVER, synthetic_kernel_root
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.errors import InitrdError
@@ -190,93 +191,85 @@ def write_tree(part: Part, dest: Path) -> None:
 # ---- host-only mode on a fixture sysfs/procfs ----
 
 
-def make_host(tmp: Path, *, crypt: bool = False, root: Path | None = None) -> tuple[Path, Path]:
-    """A host's /sys and /proc; with `root`, that directory is mounted too (as a sysroot would be)."""
-    sysfs, procfs = tmp / "sys", tmp / "proc"
-    pci = sysfs / "devices/pci0000:00"
-    # A device whose modalias matches blk_a's alias.
-    (pci / "0000:00:03.0").mkdir(parents=True)
-    (pci / "0000:00:03.0/modalias").write_text("pci:v00001234d00005678sv00000000sd00000000bc01sc08i02\n")
-    # The root disk: virtio on PCI, its driver a module.
-    disk = pci / "0000:00:02.0/virtio1/block/vda"
-    (disk / "vda1").mkdir(parents=True)
-    (pci / "0000:00:02.0/modalias").write_text("pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00\n")
-    (pci / "0000:00:02.0/virtio1/modalias").write_text("virtio:d00000002v00001AF4\n")
-    (sysfs / "bus/virtio/drivers/virtio_blk").mkdir(parents=True)
-    (sysfs / "module/virtio_blk").mkdir(parents=True)
-    (sysfs / "bus/virtio/drivers/virtio_blk/module").symlink_to("../../../../module/virtio_blk")
-    (pci / "0000:00:02.0/virtio1/driver").symlink_to("../../../../bus/virtio/drivers/virtio_blk")
-    (sysfs / "module/nvme").mkdir()  # loaded on the host
-    (sysfs / "module/printk").mkdir()  # built-in, not a module of this kernel
-    (sysfs / "dev/block").mkdir(parents=True)
-    (sysfs / "dev/block/254:1").symlink_to("../../devices/pci0000:00/0000:00:02.0/virtio1/block/vda/vda1")
+BLK_A_DEVICE = "pci:v00001234d00005678sv00000000sd00000000bc01sc08i02"  # matches blk_a's alias
+VIRTIO_PCI = "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"
+
+
+def make_host(tmp: Path, *, crypt: bool = False, root: Path | None = None) -> FakeHost:
+    """A host whose root is on a virtio disk (on dm-crypt with `crypt`), with a device blk_a drives,
+    nvme loaded and printk built in; with `root`, that directory is mounted too (as a sysroot would be)."""
+    host = FakeHost(tmp)
+    host.modalias("pci0000:00/0000:00:03.0", BLK_A_DEVICE)
+    host.modalias("pci0000:00/0000:00:02.0", VIRTIO_PCI)
+    host.modalias("pci0000:00/0000:00:02.0/virtio1", "virtio:d00000002v00001AF4")
+    host.driver("pci0000:00/0000:00:02.0/virtio1", "virtio", "virtio_blk")
+    host.block("pci0000:00/0000:00:02.0/virtio1/block/vda", "254:0")
+    vda1 = host.block("pci0000:00/0000:00:02.0/virtio1/block/vda/vda1", "254:1", partition="1")
+    host.module("nvme")  # loaded on the host
+    host.module("printk")  # built-in, not a module of this kernel
     devnum, source = "254:1", "/dev/vda1"
     if crypt:
-        dm = sysfs / "devices/virtual/block/dm-0"
-        (dm / "dm").mkdir(parents=True)
-        (dm / "dm/uuid").write_text("CRYPT-LUKS2-0123-root\n")
-        (dm / "slaves").mkdir()
-        (dm / "slaves/vda1").symlink_to("../../../../pci0000:00/0000:00:02.0/virtio1/block/vda/vda1")
-        (sysfs / "dev/block/253:0").symlink_to("../../devices/virtual/block/dm-0")
+        dm = host.block("virtual/block/dm-0", "253:0", dm__uuid="CRYPT-LUKS2-0123-root")
+        host.slave(dm, vda1)
         devnum, source = "253:0", "/dev/mapper/root"
-    (procfs / "self").mkdir(parents=True)
-    mounts = (
-        f"22 27 0:21 / /proc rw,relatime - proc proc rw\n27 1 {devnum} / / rw,relatime - synfs {source} rw\n"
-    )
+    host.mount("/", devnum, "synfs", source)
     if root is not None:
-        mounts += f"28 27 {devnum} / {os.path.realpath(root)} rw,relatime - synfs {source} rw\n"
-    (procfs / "self/mountinfo").write_text(mounts)
-    return sysfs, procfs
+        host.mount(os.path.realpath(root), devnum, "synfs", source)
+    return host
 
 
 def test_host_only_adds_root_fs_modalias_and_loaded_modules(root: Path, tmp_path: Path) -> None:
-    sysfs, procfs = make_host(tmp_path, root=root)
-    got = reasons(plan_kernel(config(root, generic=False, sysfs=sysfs, procfs=procfs)))
+    host = make_host(tmp_path, root=root)
+    got = reasons(plan_kernel(host.config(config(root))))
     assert got["synfs"] == f"root: synfs on / ({os.path.realpath(root)})"
-    assert got["blk_a"] == (
-        "modalias: /sys/devices/pci0000:00/0000:00:03.0 "
-        "(pci:v00001234d00005678sv00000000sd00000000bc01sc08i02)"
-    )
+    assert got["blk_a"] == (f"modalias: /sys/devices/pci0000:00/0000:00:03.0 ({BLK_A_DEVICE})")
     assert got["foo"] == "dependency of blk_a"
     assert got["virtio_blk"] == "listed: virtio_blk"  # the first reason is kept
 
 
 def test_root_block_stack_names_the_disk_driver_and_bus(tmp_path: Path) -> None:
-    sysfs, procfs = make_host(tmp_path)
-    assert Want(reason="root: synfs on /", module="synfs") in list(needed(Path("/"), sysfs, procfs))
-    wants = list(root_needs(sysfs, procfs))
+    host = make_host(tmp_path)
+    assert Want(reason="root: synfs on /", module="synfs") in list(
+        needed(Path("/"), host.sysfs, host.procfs)
+    )
+    wants = list(root_needs(host.sysfs, host.procfs))
     assert (
         Want(reason="root: driver of /sys/devices/pci0000:00/0000:00:02.0/virtio1", module="virtio_blk")
         in wants
     )
     assert (
         Want(
-            reason="root: modalias of /sys/devices/pci0000:00/0000:00:02.0 "
-            "(pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00)",
-            modalias="pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00",
+            reason=f"root: modalias of /sys/devices/pci0000:00/0000:00:02.0 ({VIRTIO_PCI})",
+            modalias=VIRTIO_PCI,
         )
         in wants
     )
 
 
 def test_root_on_dm_crypt_follows_slaves(tmp_path: Path) -> None:
-    sysfs, procfs = make_host(tmp_path, crypt=True)
-    wants = {(w.module, w.reason) for w in root_needs(sysfs, procfs) if w.module}
+    host = make_host(tmp_path, crypt=True)
+    wants = {(w.module, w.reason) for w in root_needs(host.sysfs, host.procfs) if w.module}
     assert ("dm_crypt", "root: /sys/devices/virtual/block/dm-0 (dm uuid CRYPT-...)") in wants
     assert ("dm_mod", "root: device-mapper /sys/devices/virtual/block/dm-0") in wants
     assert ("virtio_blk", "root: driver of /sys/devices/pci0000:00/0000:00:02.0/virtio1") in wants
 
 
 def test_exclusion_beats_host_detection(root: Path, tmp_path: Path) -> None:
-    sysfs, procfs = make_host(tmp_path)
-    got = reasons(plan_kernel(config(root, generic=False, sysfs=sysfs, procfs=procfs, modules=("-blk-a",))))
-    assert "blk_a" not in got
+    host = make_host(tmp_path, root=root)
+    detected = reasons(plan_kernel(host.config(config(root))))
+    excluded = reasons(plan_kernel(host.config(config(root), modules=("-blk-a",))))
+    assert detected["blk_a"].startswith("modalias: ")  # the host probes bring it in ...
+    assert "blk_a" not in excluded  # ... and the exclusion keeps it out
+    assert excluded["synfs"] == detected["synfs"] and excluded["nvme"] == detected["nvme"]  # the rest stays
 
 
 def test_generic_ignores_the_host(root: Path, tmp_path: Path) -> None:
-    sysfs, procfs = make_host(tmp_path)
-    got = reasons(plan_kernel(config(root, generic=True, sysfs=sysfs, procfs=procfs)))
-    assert "blk_a" not in got and "synfs" not in got
+    host = make_host(tmp_path, root=root)
+    host_only = reasons(plan_kernel(host.config(config(root))))
+    generic = reasons(plan_kernel(host.config(config(root), generic=True)))
+    assert {"blk_a", "synfs"} <= set(host_only)  # what this host's probes bring in
+    assert not {"blk_a", "synfs"} & set(generic)
+    assert generic["virtio_blk"] == "listed: virtio_blk" and generic["nvme"] == "listed: nvme"
 
 
 def test_profile_lists_add_modules(root: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.host import FakeHost
 from fixtures.kernel import debian_kernel_root, kernel_under_test
 from mkosi_initrd.cli import main
 from mkosi_initrd.config.model import Config
@@ -171,12 +172,11 @@ def test_host_only_leaves_out_file_systems_and_features_this_host_does_not_use(
     # This host, with the unpacked kernel's directory mounted as its root is (a sysroot).
     mountinfo = Path("/proc/self/mountinfo").read_text()
     root_line = next(line for line in mountinfo.splitlines() if line.split()[4] == "/")
-    root_fs = root_line.split(" - ")[1].split()[0]
-    fields = root_line.split()
-    fields[4] = os.path.realpath(root)
-    (tmp_path / "self").mkdir()
-    (tmp_path / "self/mountinfo").write_text(mountinfo + " ".join(fields) + "\n")
-    config = Config(root=root, kver=KVER, generic=False, procfs=tmp_path)
+    left, right = root_line.split(" - ")
+    root_fs, source = right.split()[:2]
+    fake = FakeHost(tmp_path)
+    fake.mount(os.path.realpath(root), left.split()[2], root_fs, source)
+    config = Config(root=root, kver=KVER, generic=False, procfs=fake.procfs)
     host = {m.name for m in plan_kernel(config).modules}
     assert {"xfs", "btrfs", "kvm", "cfg80211", "raid456", "dm_raid"} <= {m.name for m in generic.modules}
     assert (

@@ -5,20 +5,11 @@ from __future__ import annotations
 import lzma
 from pathlib import Path
 
+from fixtures.host import FakeHost
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.host.cpu import host_cpu
 from mkosi_initrd.image.cpioread import read_segments
 from mkosi_initrd.image.microcode import microcode_cpio
-
-CPUINFO = """processor\t: 0
-vendor_id\t: {vendor}
-cpu family\t: {family}
-model\t\t: {model}
-stepping\t: {stepping}
-
-processor\t: 1
-vendor_id\t: SomethingElse
-"""
 
 
 def _root(tmp_path: Path) -> Path:
@@ -38,10 +29,9 @@ def _root(tmp_path: Path) -> Path:
 
 
 def _procfs(tmp_path: Path, vendor: str, family: int, model: int, stepping: int) -> Path:
-    p = tmp_path / f"proc-{vendor}-{family}"
-    p.mkdir()
-    (p / "cpuinfo").write_text(CPUINFO.format(vendor=vendor, family=family, model=model, stepping=stepping))
-    return p
+    host = FakeHost(tmp_path, f"-{vendor}-{family}")
+    host.cpu(vendor, family, model, stepping)
+    return host.procfs
 
 
 def _blobs(tmp_path: Path, data: bytes) -> dict[str, bytes]:
@@ -84,13 +74,15 @@ def test_no_microcode_when_none_is_installed_disabled_or_the_cpu_is_unknown(tmp_
     procfs = _procfs(tmp_path, "AuthenticAMD", 25, 17, 1)
     assert microcode_cpio(Config(root=empty, generic=True, procfs=procfs)) is None
     assert microcode_cpio(Config(root=_root(tmp_path), generic=True, microcode=False)) is None
-    arm = tmp_path / "arm"
-    arm.mkdir()
-    (arm / "cpuinfo").write_text("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n")
-    assert host_cpu(arm) is None
-    assert microcode_cpio(Config(root=tmp_path / "root", procfs=arm)) is None
+    arm = FakeHost(tmp_path, "-arm")
+    arm.cpuinfo("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n")
+    assert host_cpu(arm.procfs) is None
+    assert microcode_cpio(Config(root=tmp_path / "root", procfs=arm.procfs)) is None
 
 
 def test_the_early_cpio_is_reproducible(tmp_path: Path) -> None:
     cfg = Config(root=_root(tmp_path), generic=True)
-    assert microcode_cpio(cfg, mtime=5) == microcode_cpio(cfg, mtime=5)
+    first = microcode_cpio(cfg, mtime=5)
+    assert first is not None and len(_blobs(tmp_path, first)) == 2  # both vendors' blobs
+    assert microcode_cpio(cfg, mtime=5) == first
+    assert microcode_cpio(cfg, mtime=6) != first  # the mtime is in it: same input, same bytes

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ def own_root(root: Path, tmp_path: Path) -> Path:
     return dst
 
 
-def plan_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:  # type: ignore[type-arg]
+def plan_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
     assert main(["plan", "-k", "1.0", "--json", *args]) == 0
     return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
 

@@ -16,7 +16,7 @@ import pytest
 
 from mkosi_initrd.image.cpio import write_cpio
 from mkosi_initrd.image.initrd import write_initrd
-from mkosi_initrd.kernel_install.prebuilt import prebuilt_initrd
+from mkosi_initrd.kernel_install.prebuilt import mismatch, prebuilt_initrd
 from mkosi_initrd.plan.model import Entry
 
 KVER = "9.9.9-2-test"  # synthetic trees only
@@ -60,43 +60,40 @@ def test_our_initrd_for_the_same_kernel_is_used_with_microcode_in_front(tmp_path
 def test_no_file_means_no_prebuilt_initrd(tmp_path: Path) -> None:
     (tmp_path / f"usr/lib/modules/{KVER}").mkdir(parents=True)
     assert prebuilt_initrd(tmp_path, KVER) is None
+    path = install(tmp_path, KVER, [manifest(KVER), modules_dep(KVER)])
+    assert prebuilt_initrd(tmp_path, KVER) == path
 
 
-def test_initrd_whose_manifest_names_another_kernel_is_not_used(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+OTHER = "9.9.9-1-test"
+DRACUT_MARKER = Entry("/usr/lib/dracut/modules.txt", REG, data=b"systemd\n", size=8)
+
+
+@pytest.mark.parametrize(
+    ("entries", "reason"),
+    [
+        pytest.param([manifest(OTHER), modules_dep(KVER)], f"it was built for kernel '{OTHER}'",
+                     id="other-kernel"),
+        pytest.param([manifest(KVER, generic=False), modules_dep(KVER)], "it is a host-only initrd",
+                     id="host-only"),
+        pytest.param([manifest(KVER), modules_dep(KVER), modules_dep(OTHER)],
+                     f"modules of kernel {OTHER}", id="another-kernels-modules"),
+        pytest.param([manifest(KVER)], f"it has no /usr/lib/modules/{KVER}/modules.dep",
+                     id="no-module-index"),
+        # e.g. a dracut-built one: dracut's plugin uses the same path for its prebuilt images.
+        pytest.param([DRACUT_MARKER, modules_dep(KVER)], "not built by mkosi-initrd", id="dracuts"),
+        pytest.param([manifest(KVER, generator="dracut"), modules_dep(KVER)], "names generator 'dracut'",
+                     id="another-generator-named"),
+    ],
+)  # fmt: skip
+def test_an_initrd_that_is_not_our_generic_one_for_this_kernel_is_passed_over_saying_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, entries: list[Entry], reason: str
 ) -> None:
-    install(tmp_path, KVER, [manifest("9.9.9-1-test"), modules_dep(KVER)])
+    path = install(tmp_path, KVER, entries)
     with caplog.at_level(logging.INFO, logger="mkosi-initrd"):
         assert prebuilt_initrd(tmp_path, KVER) is None
-    assert "built for kernel '9.9.9-1-test'" in caplog.text
-
-
-def test_host_only_initrd_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    install(tmp_path, KVER, [manifest(KVER, generic=False), modules_dep(KVER)])
-    with caplog.at_level(logging.INFO, logger="mkosi-initrd"):
-        assert prebuilt_initrd(tmp_path, KVER) is None
-    assert "host-only" in caplog.text
-
-
-def test_initrd_holding_another_kernels_modules_is_not_used(tmp_path: Path) -> None:
-    install(tmp_path, KVER, [manifest(KVER), modules_dep(KVER), modules_dep("9.9.9-1-test")])
-    assert prebuilt_initrd(tmp_path, KVER) is None
-
-
-def test_initrd_without_the_kernels_module_index_is_not_used(tmp_path: Path) -> None:
-    install(tmp_path, KVER, [manifest(KVER)])
-    assert prebuilt_initrd(tmp_path, KVER) is None
-
-
-def test_another_generators_initrd_is_left_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # e.g. a dracut-built one: dracut's plugin uses the same path for its prebuilt images.
-    dracut_marker = Entry("/usr/lib/dracut/modules.txt", REG, data=b"systemd\n", size=8)
-    install(tmp_path, KVER, [dracut_marker, modules_dep(KVER)])
-    with caplog.at_level(logging.INFO, logger="mkosi-initrd"):
-        assert prebuilt_initrd(tmp_path, KVER) is None
-    assert "not built by mkosi-initrd" in caplog.text
-    install(tmp_path, KVER, [manifest(KVER, generator="dracut"), modules_dep(KVER)])
-    assert prebuilt_initrd(tmp_path, KVER) is None
+    assert reason in mismatch(path, KVER) and reason in caplog.text
+    install(tmp_path, KVER, [manifest(KVER), modules_dep(KVER)])  # the same place, our generic one: used
+    assert prebuilt_initrd(tmp_path, KVER) == path
 
 
 def test_unreadable_initrd_is_passed_over_with_a_warning(
@@ -111,6 +108,7 @@ def test_unreadable_initrd_is_passed_over_with_a_warning(
 
 def test_truncated_initrd_is_passed_over(tmp_path: Path) -> None:
     path = install(tmp_path, KVER, [manifest(KVER), modules_dep(KVER)])
+    assert prebuilt_initrd(tmp_path, KVER) == path
     path.write_bytes(path.read_bytes()[:-20])
     assert prebuilt_initrd(tmp_path, KVER) is None
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pefile
 import pytest
 
+from fixtures.host import FakeHost
 from fixtures.kernel import kernel_under_test
 from fixtures.uki_inputs import STUB, make_cpio, make_keypair, sbverify, unsigned_copy
 from mkosi_initrd.config.model import Config
@@ -31,14 +32,13 @@ def root(tmp_path: Path) -> Path:
     r = tmp_path / "root"
     (r / "etc/kernel").mkdir(parents=True)
     (r / "etc/os-release").write_text(OS_RELEASE)
-    (r / "proc").mkdir()
-    (r / "proc/cmdline").write_text("BOOT_IMAGE=/vmlinuz root=/dev/sda1 initrd=/initrd.img quiet\n")
+    FakeHost(r).cmdline("BOOT_IMAGE=/vmlinuz root=/dev/sda1 initrd=/initrd.img quiet")
     return r
 
 
 @pytest.fixture
 def config(root: Path) -> Config:
-    return Config(root=root, kver=KVER, procfs=root / "proc")
+    return Config(root=root, kver=KVER, procfs=root / "proc")  # the root fixture's FakeHost
 
 
 @pytest.fixture
@@ -48,6 +48,12 @@ def initrd(tmp_path: Path) -> Path:
 
 def options(config: Config, environ: dict[str, str] | None = None, **kw: object) -> UkiOptions:
     return uki_options(config, UkiInputs(kernel_image=KERNEL, **kw), environ=environ or {})  # type: ignore[arg-type]
+
+
+def section(pe: pefile.PE, name: str) -> pefile.SectionStructure:
+    found = pemod.find_section(pe, name)
+    assert found is not None, f"no {name} section"
+    return found
 
 
 def objdump_sections(path: Path) -> list[tuple[str, int, int, int]]:
@@ -121,7 +127,7 @@ def test_text_sections_hold_osrel_cmdline_uname(config: Config, initrd: Path, tm
     assert section_bytes(out, ".uname") == KVER.encode()
     stub = pefile.PE(str(STUB), fast_load=True)
     for name in (".text", ".data", ".sdmagic"):  # the stub's own sections are carried over unchanged
-        assert section_bytes(out, name, raw=True) == bytes(pemod.find_section(stub, name).get_data())
+        assert section_bytes(out, name, raw=True) == bytes(section(stub, name).get_data())
 
 
 def test_sbat_merges_stub_entries_with_the_uki_line(config: Config, initrd: Path, tmp_path: Path) -> None:
@@ -139,7 +145,7 @@ def test_sbat_merges_stub_entries_with_the_uki_line(config: Config, initrd: Path
     # The merged text is longer than the gap before .sdmagic: the raw data holds it all (shim reads that),
     # the loaded size stops at the next section.
     image = pefile.PE(str(out), fast_load=True)
-    sbat, sdmagic = pemod.find_section(image, ".sbat"), pemod.find_section(image, ".sdmagic")
+    sbat, sdmagic = section(image, ".sbat"), section(image, ".sdmagic")
     assert sbat.VirtualAddress + sbat.Misc_VirtualSize <= sdmagic.VirtualAddress
 
 
@@ -307,7 +313,7 @@ def test_header_grows_when_the_section_table_needs_room(tmp_path: Path) -> None:
     assert [r[0] for r in objdump_sections(out)] == STUB_SECTIONS + [f".s{i}" for i in range(12)]
     assert section_bytes(out, ".s11") == bytes([11]) * 12
     stub = pefile.PE(str(STUB), fast_load=True)
-    assert section_bytes(out, ".text", raw=True) == bytes(pemod.find_section(stub, ".text").get_data())
+    assert section_bytes(out, ".text", raw=True) == bytes(section(stub, ".text").get_data())
 
 
 def test_no_header_room_left_is_a_clear_error(tmp_path: Path) -> None:

@@ -265,8 +265,16 @@ def run_case(case: Case, initrd_kind: str, tmp: Path) -> Outcome:
         tree = tmp / "tree"
         disks.fill_marker_tree(tree, case.name)
         with nfs_server(tree, tmp / "nfs") as server:
-            net = {"extra_args": NIC, "prefix": server.enter}
-            result = boot(kernel().image, initrd, [], cmdline, timeout=case.timeout, name=name, **net)
+            result = boot(
+                kernel().image,
+                initrd,
+                [],
+                cmdline,
+                timeout=case.timeout,
+                name=name,
+                extra_args=NIC,
+                prefix=server.enter,
+            )
     else:
         result = boot(kernel().image, initrd, images, cmdline, timeout=case.timeout, name=name)
     if result.passed:
@@ -364,10 +372,11 @@ def report(outcomes: Sequence[Outcome], kernel_version: str) -> str:
     for case, kinds in by_case.items():
         cells = [case]
         for kind in ("ours", "dracut"):
-            o = kinds.get(kind)
-            if o is None:
+            found = kinds.get(kind)
+            if found is None:
                 cells += ["–"] * 4
                 continue
+            o = found
             # After a resume the guest clock is the hibernated kernel's: only the wall time means something.
             up = None if o.case == HIBERNATE_CASE else o.boot.guest_uptime
             cells += [

@@ -126,7 +126,7 @@ class StackedRoot:
 def stacked_root(kind: str) -> StackedRoot:
     sizes, script = LAYOUTS[kind]
     base = maker_base()
-    key = [
+    key: list[str | bytes] = [
         FORMAT_VERSION,
         kind,
         script,
