@@ -116,6 +116,7 @@ class FileSelector:
         expected = 0
         absent: list[str] = []
         absent_config: list[str] = []
+        absent_dirs = 0
         for f in self.db.files(pkg):
             if not self.wanted(f):
                 continue
@@ -129,8 +130,12 @@ class FileSelector:
                 out.append(entry)
             elif not f.flags & FileFlag.MISSINGOK:
                 (absent_config if f.flags & FileFlag.CONFIG else absent).append(f.path)
+                absent_dirs += stat.S_ISDIR(f.mode)
         for path in (*absent, *absent_config):
             log.debug("%s: %s is not in %s", pkg.nevra, path, self.root)
+        if absent_dirs:  # files first: the example the error gives is then a program or library
+            modes = {f.path: f.mode for f in self.db.files(pkg)}
+            absent.sort(key=lambda path: stat.S_ISDIR(modes.get(path, 0)))
         return PackageFiles(pkg, tuple(out), expected, tuple(absent), tuple(absent_config))
 
     def _entry(self, pkg: Package, f: FileEntry, path: str) -> Entry | None:

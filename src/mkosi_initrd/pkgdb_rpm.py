@@ -1,15 +1,17 @@
 """rpm backend: the root's rpmdb through python3-rpm, opened read-only.
 
 Headers are read once; provides are indexed in Python and matched with rpm's own range
-comparison (`rpm.ds.Compare`). A file requirement is satisfied, as in rpm's dependency check, by
-the packages owning that file (rpm's `instfilenames` lookup, which resolves directory symlinks
-inside the root, so `/bin/sh` finds `/usr/bin/sh` on a usrmerged root) and by those providing
-the path by name (`Provides: /bin/sh`). A Berkeley DB database without its index files
-(`Packages` alone, as container images and copied databases have) is read through its headers:
-the file lookup then uses an index built here the same way (packages/fileindex.py).
+comparison (`rpm.ds.Compare`). A file requirement is satisfied, as in rpm's dependency check and
+`rpm -q --whatprovides`, by the packages owning that file (rpm's `instfilenames` lookup, which
+resolves directory symlinks inside the root, so `/bin/sh` finds `/usr/bin/sh` on a usrmerged
+root), else by those providing the path by name (`Provides: /bin/sh`: what answers where the
+root lacks the `/bin` symlink, in a database-only root).
 
-The database is the first of RPMDB_PATHS that lists packages: an empty one (rpm creates an empty
-`rpmdb.sqlite` when queried with the wrong --dbpath) is passed over with a note.
+A Berkeley DB database without its index files (`Packages` alone, as container images and
+copied databases have) is read through its headers; the file lookup then uses an index built
+here the same way (packages/fileindex.py). The database is the first of RPMDB_PATHS that lists
+packages: an empty one (rpm creates an empty `rpmdb.sqlite` when queried with the wrong
+--dbpath) is passed over with a note.
 """
 
 from __future__ import annotations
@@ -206,8 +208,11 @@ class RpmDB:
         return self._pkgs
 
     def providers(self, dep: Dep) -> list[Package]:
-        # A path is a file some package owns, or a name some package provides: rpm takes both.
-        found: list[Package] = self._file_providers(dep.name) if dep.name.startswith("/") else []
+        # A path: the packages owning that file, else those providing it by name (as rpm's
+        # dependency check and `rpm -q --whatprovides` do).
+        if dep.name.startswith("/") and (owners := self._file_providers(dep.name)):
+            return owners
+        found: list[Package] = []
         for pkg, prov in self._provides.get(dep.name, []):
             if pkg not in found and self._overlap(prov, dep):
                 found.append(pkg)
