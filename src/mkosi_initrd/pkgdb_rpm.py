@@ -142,7 +142,13 @@ class RpmDB:
             for prov in p.provides:
                 self._provides.setdefault(prov.name, []).append((p, prov))
         self._ds_cache: dict[tuple[str, str, str], Any] = {}
-        self._lookup: FileIndex | None = None if self._index_works() else self._own_index()
+        self._own_files = not self._index_works()
+        self._lookup: FileIndex | None = None  # built on the first file lookup that needs it
+        if self._own_files:
+            self.notes.append(
+                f"{root}{self.dbpath} has no file index (a Berkeley DB without its index files): file"
+                " requirements are resolved from the package headers (rpm --rebuilddb recreates it)"
+            )
 
     def _open(self, rpm: Any, dbpath: str) -> Any:
         """Open `dbpath` and read every header (none for an empty database)."""
@@ -176,10 +182,6 @@ class RpmDB:
         return True  # no package has files: nothing to look up
 
     def _own_index(self) -> FileIndex:
-        self.notes.append(
-            f"{self.root}{self.dbpath} has no file index (a Berkeley DB without its index files): "
-            "file requirements are resolved from the package headers (rpm --rebuilddb recreates it)"
-        )
         rpm = _rpm
         tags = (rpm.RPMTAG_DIRNAMES, rpm.RPMTAG_DIRINDEXES, rpm.RPMTAG_BASENAMES, rpm.RPMTAG_FILESTATES)
         return FileIndex(self.root, ((key, *(h[t] for t in tags)) for key, h in self._headers.items()))
@@ -248,7 +250,8 @@ class RpmDB:
 
     def _file_providers(self, path: str) -> list[Package]:
         """Packages owning `path` with the file installed (not replaced, excluded or of another colour)."""
-        if self._lookup is not None:
+        if self._own_files:
+            self._lookup = self._lookup or self._own_index()
             keys = self._lookup.owners(path)
         else:
             mi = self.ts.dbMatch("instfilenames", path)
