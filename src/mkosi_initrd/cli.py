@@ -192,9 +192,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_plan(plan))
     if plan.errors:
+        from mkosi_initrd.build import files_absent
+
         print(
-            f"mkosi-initrd: error: a build would stop: {len(plan.errors)} packages have files that are"
-            f" not in {plan.root} (see the plan's errors)",
+            f"mkosi-initrd: error: a build would stop: {files_absent(plan)} (see the plan's errors)",
             file=sys.stderr,
         )
         return 1
