@@ -188,6 +188,9 @@ def test_database_is_read_in_full_with_the_file_index_built_from_headers(name: s
     # Every file requirement of every package: the same owners through our index as through rpm's.
     by_key = {p.key: p for p in ours.packages()}
     paths = sorted({d.name for p in by_key.values() for d in p.requires if d.name.startswith("/")})
+    shipped, indexed = closure_json(db.root), closure_json(db.indexed)
+    assert {p["nevra"] for p in shipped["packages"]} == {p["nevra"] for p in indexed["packages"]}
+    assert shipped["cut_edges"] == indexed["cut_edges"] and shipped["warnings"] == indexed["warnings"]
     theirs = rpmoracle.Rpm(db.indexed).whatprovides(paths)
     assert len(paths) > 10
     for path in paths:
