@@ -28,15 +28,14 @@ from mkosi_initrd.config import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.pkgdb import Dep, open_db
 from mkosi_initrd.pkgdb_rpm import RpmDB
+from prereq import require
 
 FAMILY = "fedora"
 NAMES = rpmdbs.names() or ["not-installed"]
 
 
 def real_db(name: str) -> rpmdbs.RealDB:
-    if name == "not-installed":
-        # Until tests/prereq.py lands: the same message its require() gives (a failure under CI=true).
-        pytest.skip(f"missing prerequisite: the rpm databases of {rpmdbs.PACKAGE} ({rpmdbs.INSTALL})")
+    require(name != "not-installed", f"the rpm databases of {rpmdbs.PACKAGE}", rpmdbs.INSTALL)
     return rpmdbs.real_db(name)
 
 
