@@ -129,6 +129,11 @@ def _parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="show what would go into the initrd, and why")
     _selection_options(plan)
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument(
+        "--packages-only",
+        action="store_true",
+        help="plan the packages and their files alone, without a kernel (for roots that have none yet)",
+    )
     insp = sub.add_parser("inspect", help="show what an initrd or UKI holds")
     insp.add_argument("file", type=Path)
     insp.add_argument("--json", action="store_true", help="print as JSON")
@@ -157,29 +162,43 @@ def default_kver(root: Path) -> str:
         return kvers[0]
     if not kvers:
         raise InitrdError(
-            f"no kernel installed in {moddir}", hint="install a kernel package, or pass -k KVER"
+            f"no kernel installed in {moddir}",
+            hint="install a kernel package, or pass -k KVER"
+            " (`mkosi-initrd plan --packages-only` plans the packages alone)",
         )
     raise InitrdError(f"several kernels in {moddir}: {' '.join(kvers)}", hint="choose one with -k KVER")
 
 
-def make_config(args: argparse.Namespace) -> Config:
+def make_config(args: argparse.Namespace, kernel: bool = True) -> Config:
     from mkosi_initrd.config import load_config
 
     root: Path = args.root.resolve()
-    kver = args.kver or default_kver(root)
+    kver = args.kver or (default_kver(root) if kernel else "")
     return load_config(root, kver, args)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from mkosi_initrd.planner import make_plan
+    """Print the plan; exit 1 when it has errors (a build of it would stop), the plan shown all the same."""
+    from mkosi_initrd.planner import make_package_plan, make_plan
     from mkosi_initrd.report import format_plan
 
-    plan = make_plan(make_config(args))
+    if args.packages_only:
+        plan = make_package_plan(make_config(args, kernel=False))
+    else:
+        plan = make_plan(make_config(args))
     if args.json:
         json.dump(plan.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(format_plan(plan))
+    if plan.errors:
+        from mkosi_initrd.build import files_absent
+
+        print(
+            f"mkosi-initrd: error: a build would stop: {files_absent(plan)} (see the plan's errors)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

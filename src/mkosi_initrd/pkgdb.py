@@ -25,7 +25,8 @@ class FileFlag(enum.Flag):
 
 
 class DepKind(enum.Flag):
-    """When a requirement applies. Only RUNTIME (or PREREQ-only) edges are followed."""
+    """When a requirement applies. Only RUNTIME (or PREREQ-only) edges are followed; INTERP is a
+    scriptlet's or trigger's interpreter (`Requires(interp)`), needed only to run that script."""
 
     RUNTIME = 0
     PRE = enum.auto()
@@ -37,6 +38,11 @@ class DepKind(enum.Flag):
     VERIFY = enum.auto()
     RPMLIB = enum.auto()
     CONFIG = enum.auto()
+    INTERP = enum.auto()
+
+
+class EmptyDatabase(InitrdError):
+    """A package database that is there but lists no packages."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,11 @@ class PackageDB(Protocol):
     backend: str
     root: Path
 
+    @property
+    def notes(self) -> Sequence[str]:
+        """What the user should know about the database (the plan shows it with its warnings)."""
+        ...
+
     def packages(self) -> Sequence[Package]:
         """Every installed package (metadata only)."""
         ...
@@ -135,11 +146,22 @@ def detect_backend(root: Path) -> str:
 def open_db(root: Path, backend: str | None = None) -> PackageDB:
     if not root.is_dir():
         raise InitrdError(f"root {root} does not exist or is not a directory")
+    detected = backend is None
     backend = backend or detect_backend(root)
     if backend == "rpm":
         from mkosi_initrd.pkgdb_rpm import RpmDB
 
-        return RpmDB(root)
+        try:
+            return RpmDB(root)
+        except EmptyDatabase as e:
+            # An empty rpmdb beside a dpkg database (rpm run on a Debian system): the next location.
+            if not detected or not (root / DPKG_STATUS).exists():
+                raise
+            from mkosi_initrd.pkgdb_dpkg import DpkgDB
+
+            db = DpkgDB(root)
+            db.notes.append(f"{e.message}; using the dpkg database {root}/{DPKG_STATUS}")
+            return db
     if backend == "dpkg":
         from mkosi_initrd.pkgdb_dpkg import DpkgDB
 
