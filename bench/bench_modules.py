@@ -2,7 +2,7 @@
 
 Also measures the choices documented in the code:
 - .modinfo read: minimal struct walk (modinfo.py) vs pyelftools, on the selected modules;
-- index regeneration with depmod over a symlink tree (modregen.py);
+- index regeneration with depmod over a symlink tree (kernel/depmod.py);
 - compressed modules: storing .ko.xz as shipped vs decompressing once, inside a zstd-3 image.
 
     .venv/bin/python bench/bench_modules.py [--root /] [--kver KVER]   (default: the tests' kernel)

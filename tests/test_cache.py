@@ -339,7 +339,7 @@ def test_every_host_file_the_host_package_names_is_in_the_key() -> None:
     import re
 
     from mkosi_initrd import host
-    from mkosi_initrd.host import carry as hostconfig
+    from mkosi_initrd.host import carry
 
     sources = [p.read_text() for p in Path(host.__file__).parent.glob("*.py")]
     named = {
@@ -351,7 +351,7 @@ def test_every_host_file_the_host_package_names_is_in_the_key() -> None:
         and re.fullmatch(r"/etc/[\w./-]+", n.value)
     }
     named = {p for p in named if not p.startswith("/etc/systemd/system")}  # the initrd's own units
-    covered = (*inputs.HOST_FILES, *(p for files in hostconfig.PROFILE_FILES.values() for p in files))
+    covered = (*inputs.HOST_FILES, *(p for files in carry.PROFILE_FILES.values() for p in files))
     assert named and all(any(p == c or p.startswith(c + "/") for c in covered) for p in named), sorted(
         p for p in named if not any(p == c or p.startswith(c + "/") for c in covered)
     )

@@ -17,7 +17,7 @@ from fixtures.kernel import SYN_KVER, synthetic_kernel_root
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.host.probes import Want, needed, root_needs
-from mkosi_initrd.kernel import depmod as modregen
+from mkosi_initrd.kernel import depmod
 from mkosi_initrd.kernel.index import load_index
 from mkosi_initrd.kernel.modules import plan_kernel, start_kernel
 from mkosi_initrd.kernel.selection import close
@@ -150,7 +150,7 @@ def test_a_failing_package_step_leaves_no_depmod_run_behind(
     (own / "etc/os-release").write_text("ID=debian\n")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    monkeypatch.setattr(modregen, "_scratch_dir", lambda: str(scratch))
+    monkeypatch.setattr(depmod, "_scratch_dir", lambda: str(scratch))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(InitrdError, match="package database"):

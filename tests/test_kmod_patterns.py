@@ -1,4 +1,4 @@
-"""mkosi's module pattern semantics (modpattern.py), on module keys as the kernel's paths give them."""
+"""mkosi's module pattern semantics (kernel/patterns.py), on module keys as the kernel's paths give them."""
 
 from mkosi_initrd.kernel.patterns import PatternSet, compile_pattern, matches, module_key
 

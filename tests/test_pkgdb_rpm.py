@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,22 @@ def test_falls_back_to_var_lib_rpm(root: Path, tmp_path: Path) -> None:
 def test_root_without_any_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InitrdError, match="no package database"):
         open_db(tmp_path)
+
+
+def test_an_empty_rpm_database_beside_dpkg_falls_through_to_dpkg_with_a_note(tmp_path: Path) -> None:
+    """rpm run on a Debian system (`rpm --root / --dbpath /var/lib/rpm -qa`) leaves an empty database."""
+    root = tmp_path / "root"
+    (root / "var/lib/dpkg").mkdir(parents=True)
+    (root / "var/lib/dpkg/status").write_text(
+        "Package: base-files\nStatus: install ok installed\nVersion: 12.4\nArchitecture: amd64\n\n"
+    )
+    subprocess.run(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-qa"], check=True)
+    assert (root / "var/lib/rpm/rpmdb.sqlite").is_file()
+    db = open_db(root)
+    assert db.backend == "dpkg" and [p.name for p in db.packages()] == ["base-files"]
+    assert db.notes == [
+        f"the rpm database {root}/var/lib/rpm lists no packages (empty or damaged);"
+        f" using the dpkg database {root}/var/lib/dpkg/status"
+    ]
+    with pytest.raises(InitrdError, match="lists no packages"):
+        open_db(root, "rpm")  # asked for rpm: no falling through

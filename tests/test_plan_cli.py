@@ -172,3 +172,31 @@ def test_example_config_parses_with_every_setting_enabled(tmp_path: Path) -> Non
     assert cfg.packages == ("nvme-cli", "/usr/sbin/fsck.xfs") and cfg.profiles == ("lvm",)
     assert cfg.extra_files == (("/etc/crypttab", "/etc/crypttab"), ("/etc/mkosi-initrd/keys", "/etc/keys"))
     assert cfg.modules == ("nvme", "-/drivers/gpu/") and cfg.compression == "zstd" and cfg.level == 3
+
+
+def test_package_files_absent_from_the_root_are_one_error_per_package_ghosts_excepted(
+    own_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert not (own_root / "var/log/fx.log").exists()  # fx-app's %ghost: never an error
+    (own_root / "usr/bin/fx2").unlink()
+    (own_root / "usr/bin/fx-suid").unlink()
+    rc = main(["plan", "-k", "1.0", "--json", "--root", str(own_root), "--add-package", "fx-app"])
+    out = capsys.readouterr()
+    assert rc == 1 and "a build would stop: 1 package of the initrd has files that are not in" in out.err
+    plan = json.loads(out.out)  # the plan is printed all the same
+    (error,) = plan["errors"]
+    assert re.fullmatch(
+        rf"2 of \d+ files of fx-app-3\.0-1\.fx\.noarch are not in the root {own_root}"
+        r" \(e\.g\. /usr/bin/fx-suid\): the root is incomplete or its database is stale",
+        error,
+    )
+    assert "fx-app" in {p["name"] for p in plan["packages"]}
+
+
+def test_a_deleted_config_file_alone_is_a_warning(
+    own_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (own_root / "etc/fx.conf").unlink()
+    plan = plan_json(capsys, "--root", str(own_root), "--add-package", "fx-app")
+    assert plan["errors"] == []
+    assert "fx-app-3.0-1.fx.noarch: 1 config files are not in" in "\n".join(plan["warnings"])

@@ -99,30 +99,44 @@ def default_kver(root: Path) -> str:
         return kvers[0]
     if not kvers:
         raise InitrdError(
-            f"no kernel installed in {moddir}", hint="install a kernel package, or pass -k KVER"
+            f"no kernel installed in {moddir}",
+            hint="install a kernel package, or pass -k KVER"
+            " (`mkosi-initrd plan --packages-only` plans the packages alone)",
         )
     raise InitrdError(f"several kernels in {moddir}: {' '.join(kvers)}", hint="choose one with -k KVER")
 
 
-def make_config(invocation: Invocation) -> Config:
+def make_config(invocation: Invocation, kernel: bool = True) -> Config:
     from mkosi_initrd.config.load import load_config
 
     values = invocation.values
     root = (values.path("root") or Path("/")).resolve()
-    kver = values.text("kver") or default_kver(root)
+    kver = values.text("kver") or (default_kver(root) if kernel else "")
     return load_config(root, kver, values)
 
 
 def cmd_plan(invocation: Invocation) -> int:
-    from mkosi_initrd.planner.steps import make_plan
+    """Print the plan; exit 1 when it has errors (a build of it would stop), the plan shown all the same."""
+    from mkosi_initrd.planner.steps import make_package_plan, make_plan
     from mkosi_initrd.report import format_plan
 
-    plan = make_plan(make_config(invocation))
+    if invocation.values.flag("packages_only"):
+        plan = make_package_plan(make_config(invocation, kernel=False))
+    else:
+        plan = make_plan(make_config(invocation))
     if invocation.values.flag("json"):
         json.dump(plan.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(format_plan(plan))
+    if plan.errors:
+        from mkosi_initrd.build.pipeline import files_absent
+
+        print(
+            f"mkosi-initrd: error: a build would stop: {files_absent(plan)} (see the plan's errors)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -15,8 +15,9 @@ def _size(n: int) -> str:
 
 def format_plan(plan: Plan) -> str:
     osr = plan.os_release
+    kernel = "absent (packages only)" if plan.packages_only else plan.kver
     lines = [
-        f"root {plan.root}  kernel {plan.kver}  backend {plan.backend}"
+        f"root {plan.root}  kernel {kernel}  backend {plan.backend}"
         f"  os {osr.get('ID', '?')} {osr.get('VERSION_ID', '')}".rstrip(),
         f"profiles: {' '.join(plan.profiles) or '-'}  generic: {'yes' if plan.generic else 'no'}",
         "",
@@ -37,12 +38,16 @@ def format_plan(plan: Plan) -> str:
         lines += [f"  {c.package} requires {c.requires}  ✂ {c.excluded}" for c in plan.cut_edges]
     if plan.missing:
         lines += ["", f"missing (optional entries, not installed): {' '.join(plan.missing)}"]
-    if plan.modules:
+    if plan.packages_only:
+        lines += ["", "modules, firmware, host configuration, generated files: not planned (packages only)"]
+    elif plan.modules:
         lines += ["", f"modules: {len(plan.modules)}"]
     if plan.firmware or plan.missing_firmware:
         lines += [f"firmware: {len(plan.firmware)} files, {len(plan.missing_firmware)} missing"]
     if plan.warnings:
         lines += ["", f"warnings ({len(plan.warnings)}):"] + [f"  {w}" for w in plan.warnings]
+    if plan.errors:
+        lines += ["", f"errors ({len(plan.errors)}: a build stops here):"] + [f"  {e}" for e in plan.errors]
     total = sum(e.size for e in plan.entries)
     lines += ["", f"total: {len(plan.entries)} entries, {_size(total)}"]
     return "\n".join(lines) + "\n"

@@ -128,10 +128,10 @@ def firmware_state(root: Path, config: Config) -> list[Json]:
     return out
 
 
-# Host files hostconfig.py reads to decide what to carry (besides the profiles' files, taken from
-# hostconfig.PROFILE_FILES); a test holds this list to the paths named in hostconfig.py.
+# Host files host/*.py reads to decide what to carry (besides the profiles' files, taken from
+# host/carry.PROFILE_FILES); a test holds this list to the paths named in host/*.py.
 HOST_FILES = (
-    "/etc/fstab",  # hostprobe.initrd_filesystems
+    "/etc/fstab",  # host/probes.initrd_filesystems
     "/etc/crypttab",
     "/etc/cryptsetup-keys.d",
     "/etc/vconsole.conf",
@@ -163,12 +163,12 @@ def host_files_state(config: Config) -> list[Json]:
 def host_state(config: Config) -> list[Json]:
     """Host-only builds: the same probes kernel/selection.py makes, the CPU microcode is chosen for, the
     kernel command line (resume=) and the host's configuration files."""
-    from mkosi_initrd.host import probes as hostprobe
+    from mkosi_initrd.host import probes
     from mkosi_initrd.host.cpu import host_cpu
 
-    def wants() -> Iterator[hostprobe.Want]:
-        yield from hostprobe.needed(config.root, config.sysfs, config.procfs)
-        yield from hostprobe.used(config.sysfs)
+    def wants() -> Iterator[probes.Want]:
+        yield from probes.needed(config.root, config.sysfs, config.procfs)
+        yield from probes.used(config.sysfs)
 
     cpu = host_cpu(config.procfs)  # what microcode.py chooses the blob by
     try:

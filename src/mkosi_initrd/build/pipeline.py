@@ -108,6 +108,7 @@ def build(config: Config, options: BuildOptions) -> BuildResult:
     from mkosi_initrd.planner.steps import make_plan
 
     plan = make_plan(config)
+    stop_on_errors(plan)
     if cache:
         cache.record(plan)  # the inputs' signatures as planned, before the files are read
     steps.done(
@@ -119,3 +120,22 @@ def build(config: Config, options: BuildOptions) -> BuildResult:
     if cache:
         cache.store(options.output, microcode, len(plan.packages), len(plan.modules))
     return BuildResult(Path(options.output), microcode, size, len(plan.packages), len(plan.modules))
+
+
+def files_absent(plan: Plan) -> str:
+    """'N packages of the initrd have files that are not in ROOT', for a plan with errors."""
+    n = len(plan.errors)
+    have = "1 package of the initrd has" if n == 1 else f"{n} packages of the initrd have"
+    return f"{have} files that are not in {plan.root}"
+
+
+def stop_on_errors(plan: Plan) -> None:
+    """A plan with errors (packages whose files are not in the root) is never built: what is left of
+    it would not boot, and nothing is written."""
+    if not plan.errors:
+        return
+    raise InitrdError(
+        f"{files_absent(plan)}:\n" + "\n".join(f"  {e}" for e in plan.errors),
+        hint="reinstall those packages, or point --root at the complete system"
+        " (`mkosi-initrd plan` shows the plan and these counts)",
+    )

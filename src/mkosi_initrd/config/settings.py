@@ -147,6 +147,9 @@ SETTINGS: tuple[Setting, ...] = (
     # --- plan
     Setting("json", "flag", "print the plan as JSON", ("--json",), default=False, commands=("plan",),
             target="command"),
+    Setting("packages_only", "flag",
+            "plan the packages and their files alone, without a kernel (for roots that have none yet)",
+            ("--packages-only",), default=False, commands=("plan",), target="command"),
     # --- inspect
     Setting("file", "path", "the initrd or UKI", ("file",), commands=("inspect",), target="command"),
     Setting("json", "flag", "print as JSON", ("--json",), default=False, commands=("inspect",),

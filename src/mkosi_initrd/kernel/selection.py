@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.errors import InitrdError
-from mkosi_initrd.host import probes as hostprobe
+from mkosi_initrd.host import probes
 from mkosi_initrd.kernel.index import KernelIndex, normalize, strip_module_suffix
 from mkosi_initrd.kernel.modinfo import COMPRESSED_SUFFIXES, ModInfo, read_modinfo
 from mkosi_initrd.kernel.patterns import Pattern, PatternSet, compile_pattern, matches, module_key
@@ -153,10 +153,10 @@ def _read_all(index: KernelIndex, names: list[str]) -> list[ModInfo]:
     return [read_modinfo(p) for p in paths]
 
 
-def _host_wants(config: Config, index: KernelIndex) -> list[hostprobe.Want]:
+def _host_wants(config: Config, index: KernelIndex) -> list[probes.Want]:
     """What this host needs: its root stack and file systems as they are, and of its own modules
     those in the boot classes (a module by name, a device's modalias resolved to its modules)."""
-    wants = list(hostprobe.needed(config.root, config.sysfs, config.procfs))
+    wants = list(probes.needed(config.root, config.sysfs, config.procfs))
     classes = host_classes(config)
 
     def boot_class(name: str) -> bool:
@@ -164,12 +164,12 @@ def _host_wants(config: Config, index: KernelIndex) -> list[hostprobe.Want]:
         # A built-in module, or one not in this kernel, adds nothing.
         return rel is not None and _included(classes, module_key(strip_module_suffix(rel)))
 
-    for want in hostprobe.used(config.sysfs):
+    for want in probes.used(config.sysfs):
         if want.module:
             names = [want.module]
         else:
             names = [m for _pattern, m in index.aliases.lookup(want.modalias)]
-        wants += [hostprobe.Want(reason=want.reason, module=m) for m in names if boot_class(m)]
+        wants += [probes.Want(reason=want.reason, module=m) for m in names if boot_class(m)]
     return wants
 
 
@@ -198,9 +198,9 @@ def _host_only_omit(config: Config) -> PatternSet | None:
     """The omit list for a host-only build whose root's file system is known; else None (all kept)."""
     if config.generic:
         return None
-    if hostprobe.root_fs_known(config.root, config.procfs):
+    if probes.root_fs_known(config.root, config.procfs):
         return host_only_omit()
-    mount = hostprobe.root_mount(config.procfs, os.path.realpath(config.root))
+    mount = probes.root_mount(config.procfs, os.path.realpath(config.root))
     log.warning(
         "host-only: the root's file system cannot be told (/ is %s, and /etc/fstab has no line for it), "
         "so every file system of the default list is kept; add / to /etc/fstab, or use --generic",
@@ -217,7 +217,7 @@ def _included(pset: PatternSet, key: str) -> bool:
 def close(
     index: KernelIndex,
     chosen: Iterable[tuple[str, str]],
-    wants: Iterable[hostprobe.Want] = (),
+    wants: Iterable[probes.Want] = (),
     excluded: Iterable[str] = (),
 ) -> Selection:
     """The closure of the chosen modules ((name, reason), first reason wins) and the host's wants."""

@@ -1,7 +1,8 @@
 """The package closure: from list entries to every installed package they need, and why.
 
 Breadth-first, so each package's chain is a shortest one from a list entry. Only runtime
-requirements are followed (not scriptlet-only ones, not rpmlib()), weak ones only on request.
+requirements are followed (not scriptlet-only ones, not a scriptlet's or trigger's interpreter,
+not rpmlib()), weak ones only on request.
 An `or` picks an alternative already in the closure, else the first installed one. Conditional
 rich dependencies (`if`/`unless`) are decided once the closure is otherwise complete, so their
 conditions see every package. A requirement whose only providers are excluded becomes a
@@ -31,6 +32,7 @@ _NOT_RUNTIME = (
     | DepKind.VERIFY
     | DepKind.RPMLIB
     | DepKind.CONFIG
+    | DepKind.INTERP
 )
 
 

@@ -72,6 +72,7 @@ class DpkgDB:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.notes: list[str] = []
         self.admindir = root / "var/lib/dpkg"
         try:
             text = (self.admindir / "status").read_text(errors="replace")

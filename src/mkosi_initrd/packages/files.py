@@ -6,6 +6,11 @@ that records `/bin/x` on a usrmerged root (`/bin -> usr/bin`) yields `/usr/bin/x
 kept once (the first package in closure order owns it). Types come from the disk (a directory
 the database lists may be a symlink there, like `/bin`); permission bits from the database when
 it records them. Regular files' sizes are read from the disk: those are the bytes copied.
+
+A package whose files are not on the disk is an error (one per package, with the counts): the root
+is incomplete or its database stale (a container's rpmdb, a partial copy), and an initrd made of
+what is left would not boot. Ghost and missing-ok files are not expected on disk; config files
+missing from a package that is otherwise there are a warning (an admin may delete one).
 """
 
 from __future__ import annotations
@@ -43,6 +48,26 @@ _SKIP_FLAGS = FileFlag.DOC | FileFlag.LICENSE | FileFlag.README | FileFlag.GHOST
 class PackageFiles:
     package: Package
     entries: tuple[Entry, ...]
+    expected: int = 0  # files of the package the initrd takes, by the database
+    absent: tuple[str, ...] = ()  # of those, the ones not in the root (config files aside)
+    absent_config: tuple[str, ...] = ()
+
+    def error(self, root: Path) -> str:
+        """The one error for a package with absent files ("" when there are none)."""
+        if not self.absent:
+            return ""
+        n = len(self.absent) + len(self.absent_config)
+        return (
+            f"{n} of {self.expected} files of {self.package.nevra} are not in the root {root}"
+            f" (e.g. {self.absent[0]}): the root is incomplete or its database is stale"
+        )
+
+    def warning(self, root: Path) -> str:
+        """The one warning for a package whose config files alone are absent."""
+        if self.absent or not self.absent_config:
+            return ""
+        shown = ", ".join(self.absent_config[:3]) + (", ..." if len(self.absent_config) > 3 else "")
+        return f"{self.package.nevra}: {len(self.absent_config)} config files are not in {root}: {shown}"
 
     @property
     def bytes(self) -> int:
@@ -82,32 +107,42 @@ class FileSelector:
         self.removed = glob_matcher(remove_globs)
         self.canon = CanonicalPaths(root)
         self.seen: set[str] = set()
-        self.warnings: list[str] = []
 
     def wanted(self, f: FileEntry) -> bool:
         return not (f.flags & _SKIP_FLAGS or is_doc(f.path) or foreign_locale(f.path, f.lang))
 
     def entries(self, pkg: Package) -> PackageFiles:
         out = []
+        expected = 0
+        absent: list[str] = []
+        absent_config: list[str] = []
+        absent_dirs = 0
         for f in self.db.files(pkg):
             if not self.wanted(f):
                 continue
             path = self.canon(f.path)
             if path in self.seen or is_doc(path) or (self.removed and self.removed.match(path)):
                 continue
+            expected += 1
             entry = self._entry(pkg, f, path)
             if entry is not None:
                 self.seen.add(path)
                 out.append(entry)
-        return PackageFiles(pkg, tuple(out))
+            elif not f.flags & FileFlag.MISSINGOK:
+                (absent_config if f.flags & FileFlag.CONFIG else absent).append(f.path)
+                absent_dirs += stat.S_ISDIR(f.mode)
+        for path in (*absent, *absent_config):
+            log.debug("%s: %s is not in %s", pkg.nevra, path, self.root)
+        if absent_dirs:  # files first: the example the error gives is then a program or library
+            modes = {f.path: f.mode for f in self.db.files(pkg)}
+            absent.sort(key=lambda path: stat.S_ISDIR(modes.get(path, 0)))
+        return PackageFiles(pkg, tuple(out), expected, tuple(absent), tuple(absent_config))
 
     def _entry(self, pkg: Package, f: FileEntry, path: str) -> Entry | None:
         host = self.rootstr + path
         try:
             st = os.lstat(host)
         except FileNotFoundError:
-            if not f.flags & FileFlag.MISSINGOK:
-                self.warnings.append(f"{pkg.nevra}: {f.path} is missing in {self.root}")
             return None
         mode = st.st_mode
         if f.mode and stat.S_IFMT(f.mode) == stat.S_IFMT(mode):
@@ -138,12 +173,11 @@ class FileSelector:
 def package_entries(
     root: Path, db: PackageDB, chosen: Sequence[Chosen], remove_globs: Iterable[str]
 ) -> tuple[list[PackageFiles], list[str]]:
-    """Entries per chosen package (closure order decides who owns a shared path), and warnings."""
+    """Entries per chosen package (closure order decides who owns a shared path), and warnings
+    (the errors are the packages' own: PackageFiles.error)."""
     sel = FileSelector(root, db, remove_globs)
     result = [sel.entries(c.package) for c in chosen]
-    for w in sel.warnings:
-        log.warning("%s", w)
-    return result, sel.warnings
+    return result, [w for pf in result if (w := pf.warning(root))]
 
 
 def extra_entries(root: Path, extra: Iterable[tuple[str, str]]) -> list[Entry]:

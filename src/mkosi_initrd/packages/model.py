@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from mkosi_initrd.errors import InitrdError
+
 
 class FileFlag(enum.Flag):
     NONE = 0
@@ -21,7 +23,8 @@ class FileFlag(enum.Flag):
 
 
 class DepKind(enum.Flag):
-    """When a requirement applies. Only RUNTIME (or PREREQ-only) edges are followed."""
+    """When a requirement applies. Only RUNTIME (or PREREQ-only) edges are followed; INTERP is a
+    scriptlet's or trigger's interpreter (`Requires(interp)`), needed only to run that script."""
 
     RUNTIME = 0
     PRE = enum.auto()
@@ -33,6 +36,11 @@ class DepKind(enum.Flag):
     VERIFY = enum.auto()
     RPMLIB = enum.auto()
     CONFIG = enum.auto()
+    INTERP = enum.auto()
+
+
+class EmptyDatabase(InitrdError):
+    """A package database that is there but lists no packages."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,11 @@ class Package:
 class PackageDB(Protocol):
     backend: str
     root: Path
+
+    @property
+    def notes(self) -> Sequence[str]:
+        """What the user should know about the database (the plan shows it with its warnings)."""
+        ...
 
     def packages(self) -> Sequence[Package]:
         """Every installed package (metadata only)."""

@@ -82,12 +82,15 @@ class Plan:
     missing_firmware: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()  # what stops a build of this plan (`plan` still shows it)
+    packages_only: bool = False  # no kernel part: `plan --packages-only`
     builtin: tuple[str, ...] = ()  # selected modules that are built into the kernel
 
     def to_json(self) -> dict[str, Any]:
         return {
             "root": str(self.root),
-            "kernel_version": self.kver,
+            "kernel_version": self.kver or None,
+            "packages_only": self.packages_only,
             "backend": self.backend,
             "generic": self.generic,
             "profiles": list(self.profiles),
@@ -112,5 +115,6 @@ class Plan:
             "files": len(self.entries),
             "bytes": sum(e.size for e in self.entries),
             "warnings": list(self.warnings),
+            "errors": list(self.errors),
             "options": self.options,
         }

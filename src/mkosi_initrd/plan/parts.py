@@ -29,6 +29,7 @@ class Part:
     missing_firmware: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     options: Mapping[str, str | bool] = field(default_factory=dict)  # shown in the plan's JSON
+    errors: tuple[str, ...] = ()  # what stops a build (packages whose files are not in the root)
 
 
 def merge_entries(parts: Iterable[Sequence[Entry]]) -> tuple[Entry, ...]:
@@ -45,7 +46,9 @@ def merge_entries(parts: Iterable[Sequence[Entry]]) -> tuple[Entry, ...]:
     return tuple(by_path[p] for p in sorted(by_path))
 
 
-def merge(config: Config, os_release: dict[str, str], parts: Sequence[Part]) -> Plan:
+def merge(
+    config: Config, os_release: dict[str, str], parts: Sequence[Part], packages_only: bool = False
+) -> Plan:
     options: dict[str, str | bool] = {}
     for p in parts:
         options.update(p.options)
@@ -65,6 +68,8 @@ def merge(config: Config, os_release: dict[str, str], parts: Sequence[Part]) -> 
         missing_firmware=tuple(x for p in parts for x in p.missing_firmware),
         warnings=tuple(x for p in parts for x in p.warnings),
         options=options,
+        errors=tuple(x for p in parts for x in p.errors),
+        packages_only=packages_only,
         builtin=tuple(x for p in parts for x in p.builtin),
     )
 

@@ -42,6 +42,15 @@ def make_plan(config: Config) -> Plan:
     return add_entries(plan, generated_entries(config, plan))
 
 
+def make_package_plan(config: Config) -> Plan:
+    """The package part alone (`plan --packages-only`): for roots without a kernel yet, such as
+    build roots and container images. No modules, firmware, host configuration or generated files."""
+    config = effective_config(config)
+    os_release = osrelease.read_os_release(config.root)
+    packages = dlopen_step(config, os_release, package_step(config, os_release))
+    return merge(config, os_release, [packages], packages_only=True)
+
+
 # --- step 1: packages
 
 
@@ -70,22 +79,50 @@ def requests(config: Config, family: str) -> list[closure.Request]:
     return reqs
 
 
-def filesystem_tools(config: Config, family: str) -> list[closure.Request]:
-    """Every file system's tools for a generic initrd; host-only, those of the file systems it mounts."""
+def filesystem_table(family: str) -> list[tuple[str, closure.Request]]:
     path = f"packages/{family}/filesystems.list"
     if not (resource_dir() / path).exists():
         return []
-    table = [line.split(None, 1) for line in read_list(path)]
-    if config.generic or not probes.root_fs_known(config.root, config.procfs):
-        wanted = {fstype: "list" for fstype, _ in table}  # selection.py warns when host-only cannot tell
+    return [
+        (t, closure.Request.parse(e, "list")) for t, e in (line.split(None, 1) for line in read_list(path))
+    ]
+
+
+def every_filesystem(config: Config) -> bool:
+    """Generic, or host-only where the root cannot be told: every file system's tools."""
+    return config.generic or not probes.root_fs_known(config.root, config.procfs)  # selection.py warns
+
+
+def filesystem_tools(config: Config, family: str) -> list[closure.Request]:
+    """The tools of every file system for a generic initrd, those installed (a root has the tools of
+    the file systems it uses); host-only, those of the file systems it mounts, required."""
+    table = filesystem_table(family)
+    if every_filesystem(config):
+        reqs = [closure.Request(r.entry, r.origin, optional=True) for _t, r in table]
     else:
-        wanted = {t: f"fs {t}" for t, _why in probes.initrd_filesystems(config.root, config.procfs)}
+        wanted = {t for t, _why in probes.initrd_filesystems(config.root, config.procfs)}
+        reqs = [closure.Request(r.entry, f"fs {t}", r.optional) for t, r in table if t in wanted]
     out: dict[str, closure.Request] = {}
-    for fstype, entry in table:
-        if fstype in wanted:
-            req = closure.Request.parse(entry, wanted[fstype])
-            out.setdefault(req.entry, req)
+    for r in reqs:
+        out.setdefault(r.entry, r)
     return list(out.values())
+
+
+def filesystem_warnings(config: Config, family: str, missing: Sequence[str]) -> list[str]:
+    """For an initrd with every file system's tools: one warning naming those not installed."""
+    if not every_filesystem(config):
+        return []
+    absent: dict[str, list[str]] = {}
+    for fstype, req in filesystem_table(family):
+        if req.entry in missing:
+            absent.setdefault(req.entry, []).append(fstype)
+    if not absent:
+        return []
+    which = "; ".join(f"{', '.join(types)} ({entry})" for entry, types in absent.items())
+    return [
+        f"no tools for {which} in the initrd: not installed (install them to check, repair or make"
+        " such file systems from the initrd)"
+    ]
 
 
 def profile_removals(config: Config) -> list[str]:
@@ -113,6 +150,7 @@ def package_step(config: Config, os_release: dict[str, str], extra: Sequence[clo
     result = closure.resolve(db, reqs, excluder, weak_deps=config.weak_deps)
     remove_globs = [*read_list("remove-files.list"), *profile_removals(config), *config.remove_files]
     per_pkg, warnings = files.package_entries(config.root, db, result.packages, remove_globs)
+    warnings = [*db.notes, *filesystem_warnings(config, family, result.missing), *warnings]
     choices = [
         PackageChoice(c.package.nevra, c.package.name, c.reason, len(pf.entries), pf.bytes)
         for c, pf in zip(result.packages, per_pkg, strict=True)
@@ -124,4 +162,5 @@ def package_step(config: Config, os_release: dict[str, str], extra: Sequence[clo
         missing=result.missing,
         warnings=(*result.warnings, *warnings),
         options={"backend": db.backend, "family": family, "weak_deps": config.weak_deps},
+        errors=tuple(e for pf in per_pkg if (e := pf.error(config.root))),
     )
