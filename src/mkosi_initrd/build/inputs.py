@@ -128,24 +128,9 @@ def firmware_state(root: Path, config: Config) -> list[Json]:
     return out
 
 
-# Host files host/*.py reads to decide what to carry (besides the profiles' files, taken from
-# host/carry.PROFILE_FILES); a test holds this list to the paths named in host/*.py.
-HOST_FILES = (
-    "/etc/fstab",  # host/probes.initrd_filesystems
-    "/etc/crypttab",
-    "/etc/cryptsetup-keys.d",
-    "/etc/vconsole.conf",
-    "/etc/default/keyboard",
-    "/etc/kernel/cmdline",
-    "/etc/initramfs-tools/conf.d/resume",
-    "/etc/lvm/lvm.conf",
-    "/etc/lvm/lvmlocal.conf",
-)
-
-
 def host_files_state(config: Config) -> list[Json]:
     """The host's configuration files a host-only build may carry or read (files and trees)."""
-    from mkosi_initrd.host.carry import PROFILE_FILES
+    from mkosi_initrd.host.files import HOST_FILES, PROFILE_FILES
     from mkosi_initrd.rootfs import resolve_in_root
 
     paths = [*HOST_FILES, *(p for files in PROFILE_FILES.values() for p in files)]

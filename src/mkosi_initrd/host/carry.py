@@ -17,25 +17,13 @@ from __future__ import annotations
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.host.crypttab import crypttab
 from mkosi_initrd.host.entries import copy_paths
+from mkosi_initrd.host.files import PROFILE_FILES
 from mkosi_initrd.host.lvm import lvm_conf
 from mkosi_initrd.host.resume import resume
 from mkosi_initrd.host.vconsole import vconsole
 from mkosi_initrd.host.wiring import network_wiring, nfs_wiring
 from mkosi_initrd.plan.model import Entry
 from mkosi_initrd.plan.parts import Part
-
-PROFILE_FILES = {
-    "raid": ("/etc/mdadm.conf", "/etc/mdadm.conf.d", "/etc/mdadm/mdadm.conf", "/etc/mdadm/mdadm.conf.d"),
-    "lvm": ("/etc/lvm/devices/system.devices",),
-    "network": (
-        "/etc/systemd/network",
-        "/etc/systemd/networkd.conf",
-        "/etc/systemd/networkd.conf.d",
-        "/etc/systemd/resolved.conf",
-        "/etc/systemd/resolved.conf.d",
-    ),
-    "nfs": ("/etc/idmapd.conf", "/etc/idmapd.conf.d"),
-}
 
 
 def host_config(config: Config, profiles: tuple[str, ...] | None = None) -> Part:
