@@ -15,6 +15,7 @@ from fixtures.kernel import HostKernel
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.host import crypttab, lvm, resume, rootstack, vconsole
 from mkosi_initrd.host.carry import host_config
+from mkosi_initrd.host.packages import with_host_packages
 from mkosi_initrd.plan.parts import Part
 
 
@@ -261,10 +262,10 @@ def test_detect_reads_the_running_host() -> None:
 
 def test_keymap_pulls_in_loadkeys_only_for_host_only_builds(tmp_path: Path) -> None:
     write(tmp_path, "/etc/vconsole.conf", "KEYMAP=de\n")
-    assert "kbd?" in vconsole.with_host_packages(Config(root=tmp_path)).packages
-    assert vconsole.with_host_packages(Config(root=tmp_path, generic=True)).packages == ()
+    assert "kbd?" in with_host_packages(Config(root=tmp_path)).packages
+    assert with_host_packages(Config(root=tmp_path, generic=True)).packages == ()
     write(tmp_path, "/etc/vconsole.conf", "FONT=eurlatgr\n")
-    assert vconsole.with_host_packages(Config(root=tmp_path)).packages == ()
+    assert with_host_packages(Config(root=tmp_path)).packages == ()
 
 
 def test_network_profile_enables_networkd_even_for_generic_builds(tmp_path: Path) -> None:

@@ -11,10 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mkosi_initrd.host.entries import (
-    ORIGIN,
-    data_entry,
-)
+from mkosi_initrd.host.entries import ORIGIN, data_entry
 from mkosi_initrd.plan.model import Entry
 from mkosi_initrd.plan.parts import Part
 from mkosi_initrd.rootfs import resolve_in_root

@@ -1,5 +1,4 @@
-"""Archive entries for what a host-only build carries from the host, and the host files' small formats
-(KEY=value files, the kernel command line)."""
+"""Archive entries for what a host-only build carries from the host."""
 
 from __future__ import annotations
 
@@ -41,28 +40,3 @@ def copy_entry(root: Path, path: str) -> Entry:
 
 def data_entry(path: str, data: bytes, mode: int = 0o644) -> Entry:
     return Entry(path, stat.S_IFREG | mode, data=data, size=len(data), origin=ORIGIN)
-
-
-def read_text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
-
-
-def env_file(path: Path) -> dict[str, str]:
-    out = {}
-    for line in read_text(path).splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and not key.startswith("#"):
-            out[key.strip()] = value.strip().strip("\"'")
-    return out
-
-
-def cmdline_value(cmdline: str, key: str) -> str:
-    value = ""
-    for word in cmdline.split():
-        k, sep, v = word.partition("=")
-        if sep and k == key:
-            value = v  # the last one wins, as in the kernel
-    return value

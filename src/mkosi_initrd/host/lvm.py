@@ -6,10 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mkosi_initrd.host.entries import (
-    copy_entry,
-    read_text,
-)
+from mkosi_initrd.host.entries import copy_entry
+from mkosi_initrd.host.formats import read_text
 from mkosi_initrd.plan.parts import Part
 from mkosi_initrd.rootfs import resolve_in_root
 

@@ -8,12 +8,8 @@ import re
 import stat
 from pathlib import Path
 
-from mkosi_initrd.host.entries import (
-    ORIGIN,
-    cmdline_value,
-    env_file,
-    read_text,
-)
+from mkosi_initrd.host.entries import ORIGIN
+from mkosi_initrd.host.formats import cmdline_value, env_file, read_text
 from mkosi_initrd.plan.model import Entry
 from mkosi_initrd.plan.parts import Part
 from mkosi_initrd.rootfs import resolve_in_root

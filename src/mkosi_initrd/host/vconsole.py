@@ -3,35 +3,17 @@ so a passphrase is typed in the user's layout; loadkeys (kbd) is planned for it.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import os
 import re
 from pathlib import Path
 
-from mkosi_initrd.config.model import Config
-from mkosi_initrd.host.entries import (
-    copy_entry,
-    copy_paths,
-    env_file,
-)
+from mkosi_initrd.host.entries import copy_entry, copy_paths
+from mkosi_initrd.host.formats import env_file
 from mkosi_initrd.plan.parts import Part
 from mkosi_initrd.rootfs import resolve_in_root
 
-# systemd-vconsole-setup runs loadkeys; optional: a root may not have it (then: a warning by the planner).
-KEYMAP_PACKAGES = ("kbd?",)
-
-
 KEYMAP_DIRS = ("/usr/share/keymaps", "/usr/lib/kbd/keymaps", "/usr/share/kbd/keymaps")
-
-
-def with_host_packages(config: Config) -> Config:
-    """The config with the packages the host's configuration needs (loadkeys for a KEYMAP=)."""
-    if config.generic:
-        return config
-    settings = env_file(resolve_in_root(config.root, "/etc/vconsole.conf"))
-    wanted = [p for p in KEYMAP_PACKAGES if settings.get("KEYMAP") and p.rstrip("?") not in config.packages]
-    return dataclasses.replace(config, packages=(*config.packages, *wanted)) if wanted else config
 
 
 def vconsole(root: Path) -> Part:

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import stat
 
-from mkosi_initrd.host.entries import (
-    ORIGIN,
-    data_entry,
-)
+from mkosi_initrd.host.entries import ORIGIN, data_entry
 from mkosi_initrd.plan.model import Entry
 from mkosi_initrd.plan.parts import Part
 from mkosi_initrd.resources import resource_dir
