@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.kernel import SYN_KVER, synthetic_kernel_root
-from mkosi_initrd import modregen
+from mkosi_initrd import scratch as scratch_module
 from mkosi_initrd.config import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.hostprobe import Want, needed, root_needs
@@ -147,7 +147,7 @@ def test_a_failing_package_step_leaves_no_depmod_run_behind(
     (own / "etc/os-release").write_text("ID=debian\n")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    monkeypatch.setattr(modregen, "_scratch_dir", lambda: str(scratch))
+    monkeypatch.setattr(scratch_module, "base_dir", lambda: scratch)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(InitrdError, match="package database"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +12,16 @@ from mkosi_initrd.atomic import atomic_write
 from mkosi_initrd.config import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.log import log
+from mkosi_initrd.scratch import ScratchDir
 
 if TYPE_CHECKING:
     from mkosi_initrd.plan import Plan
+
+# The UKI's initrd and microcode, before they go into it: in scratch space (scratch.py), not beside
+# the output (an ESP has no room for a killed build's 30 MB).
+UKI_SCRATCH = "mkosi-initrd-uki-build-"
+# What earlier versions left beside the output when killed (tempfile names; scratch.is_stale).
+LEGACY_SCRATCH = (".mkosi-initrd-", ".uki-")
 
 # The image writer and microcode (zstandard, lzma, cpio) are imported where they are used: a
 # cached rebuild (cache.py) needs none of them, and its time budget is mostly imports.
@@ -108,9 +114,8 @@ def _write_uki(config: Config, plan: Plan, options: BuildOptions, early: bytes |
 
     uki = _uki_module()
     uki_options = options.uki or uki.uki_options(config, kernel_image=options.kernel_image)
-    out_dir = Path(options.output).absolute().parent
-    with tempfile.TemporaryDirectory(prefix=".mkosi-initrd-", dir=out_dir) as tmp:
-        initrd = Path(tmp) / "initrd"
+    with ScratchDir(UKI_SCRATCH) as tmp:
+        initrd = tmp / "initrd"
         stats = write_initrd(
             plan.entries,
             initrd,
@@ -123,7 +128,7 @@ def _write_uki(config: Config, plan: Plan, options: BuildOptions, early: bytes |
         )
         ucode = None
         if early:
-            ucode = Path(tmp) / "microcode"
+            ucode = tmp / "microcode"
             ucode.write_bytes(early)
         uki.build_uki(config, uki_options, [initrd], options.output, microcode=ucode)
     steps.done("UKI")

@@ -28,6 +28,7 @@ from mkosi_initrd.config import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.log import log
 from mkosi_initrd.rootfs import resolve_in_root
+from mkosi_initrd.scratch import ScratchDir
 
 STUB_DIR = "usr/lib/systemd/boot/efi"
 # PE machine → EFI architecture suffix of systemd's stubs (linux{arch}.efi.stub).
@@ -37,6 +38,7 @@ UKI_SBAT = "uki,1,UKI,uki,1,https://uapi-group.org/specifications/specs/unified_
 SBAT_HEADER = "sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md"
 UCODE_SINCE = 256  # systemd-stub learned the .ucode section in v256; older stubs get microcode in .initrd
 CMDLINE_FILES = ("etc/kernel/cmdline", "usr/lib/kernel/cmdline")
+SIGN_SCRATCH = "mkosi-initrd-sign-"
 KNOWN_SECTIONS = (".osrel", ".cmdline", ".dtb", ".uname", ".splash", ".initrd", ".ucode", ".linux", ".sbat")
 
 
@@ -342,9 +344,8 @@ def build_uki(
             pemod.add_sections(stub_data, sections, out, what)
         log.info("wrote unsigned UKI %s", output)
         return
-    # The signing tools work on named files: those live in a private directory beside the output.
-    with tempfile.TemporaryDirectory(prefix=".uki-", dir=output.absolute().parent) as tmpdir:
-        tmp = Path(tmpdir)
+    # The signing tools work on named files: those live in a private scratch directory.
+    with ScratchDir(SIGN_SCRATCH) as tmp:
         kernel_path = _kernel_for_linux_section(options.signing, options.kernel_image, tmp)
         sections = _sections(options, stub, kernel_path, initrds, microcode)
         unsigned = tmp / "uki.unsigned.efi"
