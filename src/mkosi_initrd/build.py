@@ -12,7 +12,7 @@ from mkosi_initrd.atomic import atomic_write
 from mkosi_initrd.config import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.log import log
-from mkosi_initrd.scratch import ScratchDir
+from mkosi_initrd.scratch import ScratchDir, remove_stale
 
 if TYPE_CHECKING:
     from mkosi_initrd.plan import Plan
@@ -37,6 +37,7 @@ class BuildOptions:
     kernel_image: Path | None = None  # for --format uki
     uki: object | None = None  # uki.UkiOptions for --format uki
     use_cache: bool = True
+    check: bool = True  # the pre-flight check (check.py); --no-check turns it off
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,14 @@ class BuildResult:
     size: int
     packages: int
     modules: int
+    checked: bool = True
 
     @property
     def summary(self) -> str:
         mb = self.size / 1e6
-        return f"wrote {self.output} ({mb:.1f} MB, {self.packages} packages, {self.modules} modules)"
+        unchecked = ", NOT checked: --no-check" if not self.checked else ""
+        counts = f"{self.packages} packages, {self.modules} modules"
+        return f"wrote {self.output} ({mb:.1f} MB, {counts}{unchecked})"
 
 
 class _Steps:
@@ -135,9 +139,30 @@ def _write_uki(config: Config, plan: Plan, options: BuildOptions, early: bytes |
     return Path(options.output).stat().st_size
 
 
+def check_outputs(options: BuildOptions) -> None:
+    """Before anything is planned: every output goes into a directory that exists."""
+    for what, path in (("output", options.output), ("microcode output", options.microcode_output)):
+        if path is None:
+            continue
+        parent = Path(path).absolute().parent
+        if not parent.is_dir():
+            raise InitrdError(
+                f"cannot write the {what} {path}: {parent} is not a directory",
+                hint=f"create {parent} first, or choose another path",
+            )
+
+
+def _remove_legacy_scratch(options: BuildOptions) -> None:
+    out_dir = Path(options.output).absolute().parent
+    for prefix in LEGACY_SCRATCH:
+        remove_stale(out_dir, prefix)
+
+
 def build(config: Config, options: BuildOptions) -> BuildResult:
     from mkosi_initrd.cache import BuildCache
 
+    check_outputs(options)
+    _remove_legacy_scratch(options)
     steps = _Steps()
     cache = BuildCache.open(config, options)
     if cache and (hit := cache.lookup()):
@@ -145,7 +170,7 @@ def build(config: Config, options: BuildOptions) -> BuildResult:
         return BuildResult(hit.output, hit.microcode, hit.size, hit.packages, hit.modules)
     from mkosi_initrd.planner import make_plan
 
-    plan = make_plan(config)
+    plan = make_plan(config, read_needs=options.check)
     if cache:
         cache.record(plan)  # the inputs' signatures as planned, before the files are read
     steps.done(
@@ -153,10 +178,20 @@ def build(config: Config, options: BuildOptions) -> BuildResult:
     )
     for w in plan.warnings:
         log.warning("%s", w)
+    if options.check:
+        from mkosi_initrd.check import require_bootable
+
+        require_bootable(plan)
+        steps.done("pre-flight check")
+    else:
+        log.warning("the pre-flight check is off (--no-check): the image is written unchecked")
     size, microcode = write_outputs(config, plan, options, steps)
-    if cache:
+    # Only checked builds are cached: a checked build must never be served an unchecked image.
+    if cache and options.check:
         cache.store(options.output, microcode, len(plan.packages), len(plan.modules))
-    return BuildResult(Path(options.output), microcode, size, len(plan.packages), len(plan.modules))
+    return BuildResult(
+        Path(options.output), microcode, size, len(plan.packages), len(plan.modules), checked=options.check
+    )
 
 
 def options_from_args(config: Config, args: object) -> BuildOptions:
@@ -171,4 +206,5 @@ def options_from_args(config: Config, args: object) -> BuildOptions:
         kernel_image=getattr(args, "kernel_image", None),
         uki=uki_options,
         use_cache=not getattr(args, "no_cache", False),
+        check=not getattr(args, "no_check", False),
     )

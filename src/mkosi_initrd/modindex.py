@@ -181,9 +181,8 @@ def _parse_dep(path: Path, kver: str) -> tuple[dict[str, str], dict[str, tuple[s
         raise _damaged(path, kver, f"{bad[:80]!r} is not a module file")
     lost = deps_named - names.keys()
     if lost:
-        raise _damaged(
-            path, kver, f"{len(lost)} module(s) are dependencies without a line of their own, e.g. {min(lost)}"
-        )
+        what = f"{len(lost)} module(s) are dependencies without a line of their own, e.g. {min(lost)}"
+        raise _damaged(path, kver, what)
     deps = {name: tuple(names[r] for r in rels) for name, rels in deprels.items()}
     return paths, deps
 
@@ -199,7 +198,9 @@ def _check_complete(moddir: Path, kver: str, paths: dict[str, str]) -> None:
         for rel in sorted(set(_read_index(order, kver).split()) - listed):
             stem = strip_module_suffix(rel)
             if any((moddir / f"{stem}{s}").exists() for s in MODULE_SUFFIXES):
-                raise _damaged(dep, kver, f"it has no line for the installed module {rel} (modules.order has)")
+                raise _damaged(
+                    dep, kver, f"it has no line for the installed module {rel} (modules.order does)"
+                )
     elif not paths and _has_module_file(moddir / "kernel"):
         raise _damaged(dep, kver, f"it lists no module, but {moddir}/kernel has module files")
 
