@@ -25,6 +25,7 @@ from types import TracebackType
 
 _LEGACY_AGE = 3600  # seconds
 _LEGACY = re.compile(r"[a-z0-9_]{8}")
+_PID_ONLY = re.compile(r"[0-9]+-[0-9a-f]{8}")
 _SHM = "/dev/shm"
 
 
@@ -68,14 +69,16 @@ def tag_is_alive(tag: str) -> bool | None:
 
 
 def is_stale(name: str, prefix: str, path: Path | None = None) -> bool:
-    """A scratch name of a builder that no longer runs, or a `tempfile` name (PREFIX + 8 random
-    characters: what earlier versions made) older than an hour."""
+    """A scratch name of a builder that no longer runs; of earlier versions' names, PREFIX-PID-RANDOM
+    of a pid that is gone, or a `tempfile` name (PREFIX + 8 random characters) older than an hour."""
     rest = name[len(prefix) :]
     pid, _, after = rest.partition("-")
-    start, _, _rand = after.partition("-")
+    start, _, rand = after.partition("-")
     alive = tag_is_alive(f"{pid}-{start}")
-    if alive is not None:
+    if alive is not None and rand:
         return not alive
+    if _PID_ONLY.fullmatch(rest):  # PID-RANDOM: the cache's temps of earlier versions
+        return not os.path.exists(f"/proc/{pid}")
     if path is None or not _LEGACY.fullmatch(rest):
         return False
     try:
