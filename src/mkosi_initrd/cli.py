@@ -172,6 +172,11 @@ def make_config(args: argparse.Namespace) -> Config:
     from mkosi_initrd.config import load_config
 
     root: Path = args.root.resolve()
+    if not root.is_dir():
+        raise InitrdError(
+            f"root {args.root} does not exist or is not a directory",
+            hint="point --root at an installed system (or a sysroot with its package database)",
+        )
     kver = args.kver or default_kver(root)
     return load_config(root, kver, args)
 

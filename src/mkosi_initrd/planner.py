@@ -94,7 +94,10 @@ def requests(config: Config, family: str) -> list[closure.Request]:
             closure.Request.parse(e, f"profile:{p}")
             for e in read_list(f"packages/{family}/profiles/{p}.list")
         ]
-    reqs += [closure.Request.parse(e, "config") for e in config.packages]
+    reqs += [
+        closure.Request.parse(e, "--add-package" if e in config.added_packages else "config")
+        for e in config.packages
+    ]
     return reqs
 
 
