@@ -8,18 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mkosi_initrd import scratch
 from mkosi_initrd.atomic import atomic_write
 from mkosi_initrd.config import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.log import log
-from mkosi_initrd.scratch import ScratchDir, remove_stale
+from mkosi_initrd.scratch import ScratchDir
 
 if TYPE_CHECKING:
     from mkosi_initrd.plan import Plan
 
-# The UKI's initrd and microcode, before they go into it: in scratch space (scratch.py), not beside
-# the output (an ESP has no room for a killed build's 30 MB).
-UKI_SCRATCH = "mkosi-initrd-uki-build-"
 # What earlier versions left beside the output when killed (tempfile names; scratch.is_stale).
 LEGACY_SCRATCH = (".mkosi-initrd-", ".uki-")
 
@@ -118,7 +116,9 @@ def _write_uki(config: Config, plan: Plan, options: BuildOptions, early: bytes |
 
     uki = _uki_module()
     uki_options = options.uki or uki.uki_options(config, kernel_image=options.kernel_image)
-    with ScratchDir(UKI_SCRATCH) as tmp:
+    # The UKI's initrd and microcode, before they go into it: in scratch space (scratch.py), not
+    # beside the output (an ESP has no room for a killed build's 30 MB).
+    with ScratchDir(scratch.UKI) as tmp:
         initrd = tmp / "initrd"
         stats = write_initrd(
             plan.entries,
@@ -152,17 +152,18 @@ def check_outputs(options: BuildOptions) -> None:
             )
 
 
-def _remove_legacy_scratch(options: BuildOptions) -> None:
+def _remove_stale_scratch(options: BuildOptions) -> None:
+    scratch.remove_all_stale()
     out_dir = Path(options.output).absolute().parent
     for prefix in LEGACY_SCRATCH:
-        remove_stale(out_dir, prefix)
+        scratch.remove_stale(out_dir, prefix)
 
 
 def build(config: Config, options: BuildOptions) -> BuildResult:
     from mkosi_initrd.cache import BuildCache
 
     check_outputs(options)
-    _remove_legacy_scratch(options)
+    _remove_stale_scratch(options)
     steps = _Steps()
     cache = BuildCache.open(config, options)
     if cache and (hit := cache.lookup()):

@@ -17,10 +17,7 @@ from pathlib import Path
 
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.modindex import strip_module_suffix
-from mkosi_initrd.scratch import ScratchDir
-
-# In /dev/shm (scratch.py): a memory file system, the tree is hundreds of symlinks deleted at once.
-SCRATCH_PREFIX = "mkosi-initrd-depmod-"
+from mkosi_initrd.scratch import DEPMOD, ScratchDir
 
 # Copied from the kernel as they are: depmod reads them, modprobe uses modules.builtin*.
 _COPIED = ("modules.builtin", "modules.builtin.modinfo")
@@ -56,7 +53,8 @@ class Regeneration:
 
     def __init__(self, moddir: Path, kver: str, modules: Iterable[tuple[str, Path | bytes]]) -> None:
         self.kver, self.moddir = kver, moddir
-        self._tmp = ScratchDir(SCRATCH_PREFIX)
+        # In /dev/shm (scratch.py): a memory file system; the tree is hundreds of symlinks.
+        self._tmp = ScratchDir(DEPMOD)
         try:
             self._base = self._tmp.path / "lib/modules" / kver
             self._order = _tree(self._base, moddir, list(modules))

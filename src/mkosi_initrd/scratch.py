@@ -23,6 +23,11 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+# The scratch directories of a build (depmod's tree, a UKI's parts, the signing tools' files).
+DEPMOD = "mkosi-initrd-depmod-"
+UKI = "mkosi-initrd-uki-build-"
+SIGN = "mkosi-initrd-sign-"
+PREFIXES = (DEPMOD, UKI, SIGN)
 _LEGACY_AGE = 3600  # seconds
 _LEGACY = re.compile(r"[a-z0-9_]{8}")
 _PID_ONLY = re.compile(r"[0-9]+-[0-9a-f]{8}")
@@ -110,6 +115,14 @@ def remove_stale(parent: Path, prefix: str) -> list[Path]:
             path.unlink(missing_ok=True)
         removed.append(path)
     return removed
+
+
+def remove_all_stale() -> None:
+    """What builders that died left in the scratch space (every build starts with this: a cached
+    one makes no scratch directory of its own, and must clean up after a killed one all the same)."""
+    base = base_dir()
+    for prefix in PREFIXES:
+        remove_stale(base, prefix)
 
 
 def scratch_name(prefix: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pefile
 
-from mkosi_initrd import cpioread, osrelease, sign
+from mkosi_initrd import cpioread, osrelease, scratch, sign
 from mkosi_initrd import pe as pemod
 from mkosi_initrd.atomic import atomic_write
 from mkosi_initrd.config import Config
@@ -38,7 +38,6 @@ UKI_SBAT = "uki,1,UKI,uki,1,https://uapi-group.org/specifications/specs/unified_
 SBAT_HEADER = "sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md"
 UCODE_SINCE = 256  # systemd-stub learned the .ucode section in v256; older stubs get microcode in .initrd
 CMDLINE_FILES = ("etc/kernel/cmdline", "usr/lib/kernel/cmdline")
-SIGN_SCRATCH = "mkosi-initrd-sign-"
 KNOWN_SECTIONS = (".osrel", ".cmdline", ".dtb", ".uname", ".splash", ".initrd", ".ucode", ".linux", ".sbat")
 
 
@@ -345,7 +344,7 @@ def build_uki(
         log.info("wrote unsigned UKI %s", output)
         return
     # The signing tools work on named files: those live in a private scratch directory.
-    with ScratchDir(SIGN_SCRATCH) as tmp:
+    with ScratchDir(scratch.SIGN) as tmp:
         kernel_path = _kernel_for_linux_section(options.signing, options.kernel_image, tmp)
         sections = _sections(options, stub, kernel_path, initrds, microcode)
         unsigned = tmp / "uki.unsigned.efi"
