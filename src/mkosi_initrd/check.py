@@ -113,25 +113,32 @@ def _dirs(needs: FileNeeds, path: str) -> list[str]:
     return [*(d.replace("$ORIGIN", origin).replace("${ORIGIN}", origin) for d in needs.runpath), *LIBDIRS]
 
 
-def missing_libraries(plan: Plan, needs: Mapping[str, FileNeeds], image: InPlan) -> list[str]:
-    """`PATH needs SONAME` for each library an ELF file of the image needs and cannot find there.
+def missing_libraries(needs: Mapping[str, FileNeeds], image: InPlan) -> list[str]:
+    """One line per library (or ELF interpreter) that files of the image need and that is not in
+    it, naming those files (systemd first: without it nothing starts).
 
     A soname that another object of the image already carries is found by name, as the loader does
     once some object of the process loaded it (libsystemd-core needs libsystemd-shared, which
     systemd's RUNPATH brings in)."""
     sonames = {posixpath.basename(p) for p in image.paths}
-    out = []
+    missing: dict[str, list[str]] = {}
     for path, n in needs.items():
         if not n.elf:
             continue
         if n.interpreter and image.resolve(n.interpreter) is None:
-            out.append(f"{path} needs its interpreter {n.interpreter}")
+            missing.setdefault(f"the ELF interpreter {n.interpreter}", []).append(path)
         for soname in n.needed:
             if soname in sonames:
                 continue
             if not any(image.resolve(f"{d}/{soname}") for d in _dirs(n, path)):
-                out.append(f"{path} needs {soname}")
-    return out
+                missing.setdefault(soname, []).append(path)
+    return [_needed_by(what, users) for what, users in sorted(missing.items())]
+
+
+def _needed_by(what: str, users: list[str]) -> str:
+    users = sorted(users, key=lambda p: (p != SYSTEMD, p))
+    more = f" and {len(users) - 3} more" if len(users) > 3 else ""
+    return f"{what} is not in the image; needed by {', '.join(users[:3])}{more}"
 
 
 # --- programs that something runs
@@ -294,7 +301,7 @@ def problems(plan: Plan) -> list[str]:
     needs = plan.needs if plan.needs is not None else scan(plan.entries)
     return [
         *init_problems(image),
-        *missing_libraries(plan, needs, image),
+        *missing_libraries(needs, image),
         *missing_programs(needs, image),
         *module_problems(plan, image),
     ]
