@@ -20,6 +20,11 @@ def root() -> Path:
     return rpm_root()
 
 
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 @pytest.fixture
 def own_root(root: Path, tmp_path: Path) -> Path:
     """A private copy of the fixture root, to write config files into."""
@@ -62,7 +67,13 @@ def test_plan_text_shows_nevra_chain_and_cut_edges(root: Path, capsys: pytest.Ca
 def test_missing_package_fails_naming_it(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "-k", "1.0", "--root", str(root), "--add-package", "no-such-package"]) == 1
     err = capsys.readouterr().err
-    assert "no-such-package" in err and "not installed" in err
+    assert "'no-such-package' (from --add-package) is not installed" in err  # not "(from config)"
+
+
+def test_a_config_files_package_is_from_config(own_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(own_root / "etc/mkosi-initrd/mkosi-initrd.conf", "[Packages]\nPackages=no-such-package\n")
+    assert main(["plan", "-k", "1.0", "--root", str(own_root)]) == 1
+    assert "'no-such-package' (from config) is not installed" in capsys.readouterr().err
 
 
 def test_unknown_distribution_fails_clearly(own_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -73,19 +84,32 @@ def test_unknown_distribution_fails_clearly(own_root: Path, capsys: pytest.Captu
     assert "no package list for this distribution: ID='plan9'" in capsys.readouterr().err
 
 
-def test_missing_root_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["plan", "-k", "1.0", "--root", str(tmp_path / "nope")]) == 1
-    assert "does not exist" in capsys.readouterr().err
+@pytest.mark.parametrize("kver", [["-k", "1.0"], []], ids=["with-k", "without-k"])
+def test_missing_root_fails_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kver: list[str]
+) -> None:
+    assert main(["plan", *kver, "--root", str(tmp_path / "nope")]) == 1
+    err = capsys.readouterr().err
+    assert f"root {tmp_path / 'nope'} does not exist or is not a directory" in err  # not "no kernel"
+
+
+def test_an_output_in_a_missing_directory_is_refused_before_planning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # This root has neither a package database nor a kernel: planning would fail, so the error shows
+    # which came first.
+    empty = tmp_path / "root"
+    empty.mkdir()
+    out = tmp_path / "no/such/dir/initrd"
+    assert main(["--root", str(empty), "-k", "1.0", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write the output {out}: {out.parent} is not a directory" in err
+    assert not (tmp_path / "no").exists()
 
 
 def test_profile_entries_come_from_the_profile(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "-k", "1.0", "--root", str(root), "--profile", "lvm"]) == 1
     assert "'lvm2' (from profile:lvm) is not installed" in capsys.readouterr().err
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def test_config_files_and_dropins_merge_with_precedence(own_root: Path) -> None:
