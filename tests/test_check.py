@@ -14,6 +14,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 
+from fixtures.kernel import HostKernel
 from mkosi_initrd import check, elfnotes, needs
 from mkosi_initrd.cli import main, make_config, parse_args
 from mkosi_initrd.cpioread import read_segments
@@ -22,18 +23,9 @@ from mkosi_initrd.plan import Entry, Plan
 from mkosi_initrd.planner import make_plan
 
 
-def host_kernel() -> str:
-    """The installed kernel (tests/fixtures/kernel.py's test_kernel() replaces this)."""
-    kvers = sorted(p.parent.name for p in Path("/usr/lib/modules").glob("*/modules.dep"))
-    if not kvers:
-        message = "no kernel installed in /usr/lib/modules (tools/setup.sh installs linux-image-amd64)"
-        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(message)
-    return kvers[-1]
-
-
 @pytest.fixture(scope="module")
-def kver() -> str:
-    return host_kernel()
+def kver(host_kernel: HostKernel) -> str:
+    return host_kernel.kver
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -195,3 +197,34 @@ def test_example_config_parses_with_every_setting_enabled(tmp_path: Path) -> Non
     assert cfg.packages == ("nvme-cli", "/usr/sbin/fsck.xfs") and cfg.profiles == ("lvm",)
     assert cfg.extra_files == (("/etc/crypttab", "/etc/crypttab"), ("/etc/mkosi-initrd/keys", "/etc/keys"))
     assert cfg.modules == ("nvme", "-/drivers/gpu/") and cfg.compression == "zstd" and cfg.level == 3
+
+
+# --- the top-level guard: a bug is one line naming the kernel, the traceback only with --debug
+
+
+def _a_bug(*args: object, **kw: object) -> NoReturn:
+    raise ZeroDivisionError("division by zero\nin a generated entry")
+
+
+def test_an_unexpected_error_is_one_line_naming_the_kernel_and_saying_it_is_a_bug(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mkosi_initrd import extras
+
+    monkeypatch.setattr(extras, "generated_entries", _a_bug)  # a bug at the planner's last step
+    out = tmp_path / "initrd"
+    out.write_bytes(b"the initrd that booted")
+    build = ["--root", str(root), "-k", "1.0", "--generic", "--no-cache", "-o", str(out)]
+    assert main(build) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "mkosi-initrd: error: building the initrd for kernel 1.0 failed: ZeroDivisionError: division by "
+        "zero in a generated entry (this is a bug in mkosi-initrd, please report it; --debug shows the "
+        "traceback)"
+    ]
+    assert out.read_bytes() == b"the initrd that booted" and os.listdir(tmp_path) == ["initrd"]
+    assert main([*build, "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last):" in err and 'in _a_bug\n    raise ZeroDivisionError("' in err
+    assert err.splitlines()[-1].endswith("(this is a bug in mkosi-initrd, please report it)")
+    assert out.read_bytes() == b"the initrd that booted"

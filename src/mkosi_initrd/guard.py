@@ -3,7 +3,7 @@
 - a user error (InitrdError, an OSError): its message and hint, exit 1;
 - SIGTERM/SIGINT/SIGHUP: cleanup runs (interrupt.py, scratch.py), exit 128 + the signal;
 - anything else is a bug: one line naming the kernel and saying so, the traceback only with
-  --debug (MKOSI_INITRD_DEBUG=1), exit 1. Outputs are replaced atomically at the very end of a
+  --debug (the plugin: MKOSI_INITRD_DEBUG=1), exit 1. Outputs are replaced atomically at the very end of a
   build, so a failure before that leaves them as they were.
 """
 
@@ -25,17 +25,18 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def bug_line(subject: str, e: BaseException, debug: bool) -> str:
-    more = "" if debug else "; --debug shows the traceback"
+def bug_line(subject: str, e: BaseException, debug: bool, how: str = "--debug") -> str:
+    more = "" if debug else f"; {how} shows the traceback"
     return (
         f"mkosi-initrd: error: {subject} failed: {type(e).__name__}: {_one_line(str(e))} "
         f"(this is a bug in mkosi-initrd, please report it{more})"
     )
 
 
-def run(body: Callable[[], int], subject: Callable[[], str], *, debug: bool) -> int:
+def run(body: Callable[[], int], subject: Callable[[], str], *, debug: bool, how: str = "--debug") -> int:
     """`body()`'s exit status, with every way out of it turned into one (see the module docstring).
-    `subject()` names what was being done ("building the initrd for kernel KVER") for a bug."""
+    `subject()` names what was being done ("building the initrd for kernel KVER") for a bug; `how`
+    is how to ask for the traceback."""
     try:
         with signals_raise(reraise=False):
             return body()
@@ -56,7 +57,7 @@ def run(body: Callable[[], int], subject: Callable[[], str], *, debug: bool) -> 
     except Exception as e:
         if debug:
             traceback.print_exc()
-        print(bug_line(_safe(subject), e, debug), file=sys.stderr)
+        print(bug_line(_safe(subject), e, debug, how), file=sys.stderr)
         return EXIT_ERROR
     finally:
         scratch.remove_own()

@@ -304,6 +304,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         body,
         lambda: f"kernel-install {req.command or '(no command)'} for kernel {req.kver or '?'}",
         debug=debug,
+        how="MKOSI_INITRD_DEBUG=1",
     )
 
 
