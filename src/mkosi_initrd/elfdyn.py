@@ -89,6 +89,30 @@ def _strings(fd: int, base: int, offsets: list[int]) -> list[str]:
     return out
 
 
+_WANTED_TAGS = (_DT_NEEDED, _DT_STRTAB, _DT_RPATH, _DT_RUNPATH)
+
+
+def _dynamic_tags(raw: bytes, lay: _Layout) -> dict[int, list[int]]:
+    """Tag → values of the wanted entries of a dynamic section, up to DT_NULL: one struct call and
+    tuple.index (in C) rather than a Python loop over its ~40 entries, as the check reads the
+    dynamic section of every ELF file of the image."""
+    step, code = (16, "q") if lay.wide else (8, "i")
+    n = len(raw) // step
+    flat = struct.unpack(f"{lay.end}{2 * n}{code}", raw[: n * step])
+    tags, values = flat[0::2], flat[1::2]
+    end = tags.index(_DT_NULL) if _DT_NULL in tags else n
+    out: dict[int, list[int]] = {}
+    for tag in _WANTED_TAGS:
+        at = -1
+        while True:
+            try:
+                at = tags.index(tag, at + 1, end)
+            except ValueError:
+                break
+            out.setdefault(tag, []).append(values[at])
+    return out
+
+
 def read_links(fd: int, head: bytes) -> ElfLinks | None:
     """The links of the ELF file open as `fd` (`head`: its first bytes, 4 KiB or all of it);
     None when it is not a program or shared library. Malformed files raise struct.error/OSError."""
@@ -102,26 +126,13 @@ def read_links(fd: int, head: bytes) -> ElfLinks | None:
     dyn = next(((off, size) for t, off, _, size in phdrs if t == _PT_DYNAMIC), None)
     if dyn is None:
         return ElfLinks(interpreter=interp)  # static
-    step = 16 if lay.wide else 8
-    raw = os.pread(fd, dyn[1] - dyn[1] % step, dyn[0])
-    needed: list[int] = []
-    rpath = runpath = -1
-    strtab = 0
-    for tag, val in struct.iter_unpack(lay.end + ("qQ" if lay.wide else "iI"), raw):
-        if tag == _DT_NEEDED:
-            needed.append(val)
-        elif tag == _DT_STRTAB:
-            strtab = val
-        elif tag == _DT_RUNPATH:
-            runpath = val
-        elif tag == _DT_RPATH:
-            rpath = val
-        elif tag == _DT_NULL:
-            break
+    tags = _dynamic_tags(os.pread(fd, dyn[1], dyn[0]), lay)
+    needed = tags.get(_DT_NEEDED, [])
+    strtab = tags.get(_DT_STRTAB, [0])[0]
+    rpath = tags.get(_DT_RUNPATH, tags.get(_DT_RPATH, [-1]))[0]  # DT_RUNPATH wins over DT_RPATH
     base = _file_offset(phdrs, strtab)
     if base is None:
         return ElfLinks(interpreter=interp)
-    path_at = runpath if runpath >= 0 else rpath  # DT_RPATH is ignored when DT_RUNPATH is there
-    names = _strings(fd, base, [*needed, *([path_at] if path_at >= 0 else [])])
-    dirs = names.pop().split(":") if path_at >= 0 else []
+    names = _strings(fd, base, [*needed, *([rpath] if rpath >= 0 else [])])
+    dirs = names.pop().split(":") if rpath >= 0 else []
     return ElfLinks(interpreter=interp, needed=tuple(names), runpath=tuple(d for d in dirs if d))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import stat
 import struct
 from collections.abc import Iterable
@@ -74,11 +73,13 @@ def rule_programs(text: str) -> list[str]:
     return out
 
 
+# A quoted word (with the quotes) or a plain one: enough to find each command's first word and the
+# `;` words between commands (shlex would do the same, at 20 times the cost on ~300 lines).
+_WORD = re.compile(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'|\S+')
+
+
 def _command_words(value: str) -> list[str]:
-    try:
-        return shlex.split(value, comments=False, posix=True)
-    except ValueError:  # an unbalanced quote: systemd would refuse the line; take the plain words
-        return value.split()
+    return [w[1:-1] if w[:1] in "\"'" and len(w) > 1 else w for w in _WORD.findall(value)]
 
 
 def unit_conditions(text: str) -> list[str]:
