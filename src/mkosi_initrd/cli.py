@@ -185,7 +185,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from mkosi_initrd.planner import make_plan
     from mkosi_initrd.report import format_plan
 
-    plan = make_plan(make_config(args))
+    plan = make_plan(make_config(args), read_needs=False)  # what files need is for the check only
     if args.json:
         json.dump(plan.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
