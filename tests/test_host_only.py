@@ -17,7 +17,7 @@ from mkosi_initrd import check
 from mkosi_initrd.cli import make_config, parse_args
 from mkosi_initrd.config import Config
 from mkosi_initrd.hostprobe import initrd_filesystems, root_fs_known
-from mkosi_initrd.kmod import plan_kernel
+from mkosi_initrd.kmod import KernelPart, plan_kernel
 from mkosi_initrd.plan import Plan
 from mkosi_initrd.planner import make_plan
 from mkosi_initrd.rootstack import with_host_profiles
@@ -86,6 +86,50 @@ def test_host_only_takes_the_file_systems_it_mounts_and_not_the_others(kroot: Pa
     assert got["cz"] == "fstab: cz on /usr"
     assert got["czlib"] == "dependency of cz"
     assert "cg" not in got  # /home is mounted after the switch to the root
+
+
+def kernel_plan(part: KernelPart, cfg: Config) -> Plan:
+    """A plan of the kernel's part alone: what the pre-flight check's module rules look at."""
+    return Plan(cfg.root, cfg.kver, "", cfg.generic, (), {}, (), part.entries, modules=part.modules,
+                builtin=part.builtin, required_modules=part.required_modules)  # fmt: skip
+
+
+def test_the_check_holds_a_host_only_image_to_the_file_systems_it_mounts(
+    kroot: Path, tmp_path: Path
+) -> None:
+    cfg = kernel_config(
+        kroot, host(tmp_path, fstab="UUID=1 / synfs defaults 0 1\n/dev/vda2 /usr cz ro 0 2\n")
+    )
+    part = plan_kernel(cfg)
+    reasons = {r.reason: r.names for r in part.required_modules}
+    assert reasons == {
+        f"root: synfs on / ({os.path.realpath(cfg.root)})": ("synfs",),
+        "fstab: cz on /usr": ("cz",),
+    }
+    plan = kernel_plan(part, cfg)
+    assert check.module_problems(plan, check.InPlan(plan.entries)) == []
+    synfs = next(m for m in part.modules if m.name == "synfs")
+    entries = tuple(e for e in part.entries if not e.path.endswith(synfs.path))
+    found = check.module_problems(replace(plan, entries=entries), check.InPlan(entries))
+    kdir = f"/usr/lib/modules/{SYN_KVER}"
+    assert (
+        f"module synfs ({synfs.reason}) was selected, but {kdir}/{synfs.path} is not in the image" in found
+    )
+    root = f"root: synfs on / ({os.path.realpath(cfg.root)})"
+    assert f"{root}: module synfs is neither in the image nor built into kernel {SYN_KVER}" in found
+
+
+def test_a_root_file_system_the_kernel_has_no_module_for_fails_the_check(
+    kroot: Path, tmp_path: Path
+) -> None:
+    # A root on a file system whose module is not built for this kernel (yet: an out-of-tree one,
+    # say): without the check, an initrd that cannot mount the root.
+    cfg = kernel_config(kroot, host(tmp_path, fstype="zfs"))
+    plan = kernel_plan(plan_kernel(cfg), cfg)
+    root = f"root: zfs on / ({os.path.realpath(cfg.root)})"
+    assert check.module_problems(plan, check.InPlan(plan.entries)) == [
+        f"{root}: module zfs is neither in the image nor built into kernel {SYN_KVER}"
+    ]
 
 
 def test_host_only_omits_default_list_entries_for_other_machines(kroot: Path, tmp_path: Path) -> None:

@@ -282,9 +282,7 @@ def _required_problems(plan: Plan, in_image: set[str], image: InPlan) -> list[st
     have = in_image | _builtin(plan, image)
     out = []
     for req in plan.required_modules:
-        if not req.names:
-            out.append(f"{req.reason}: kernel {plan.kver} has no module for it and does not build one in")
-        elif not have.intersection(req.names):
+        if not have.intersection(req.names):
             out.append(
                 f"{req.reason}: module {' or '.join(req.names)} is neither in the image nor built into "
                 f"kernel {plan.kver}"

@@ -235,7 +235,6 @@ def required_modules(
     Candidates the configuration excludes do not count: excluding them is the admin's call."""
     skip = set(excluded)
     by_reason: dict[str, list[str]] = {}
-    named: set[str] = set()
     if config.generic:
         for line in read_list("modules/required.list"):
             kind, name = line.split()
@@ -245,15 +244,14 @@ def required_modules(
     elif hostprobe.root_fs_known(config.root, config.procfs):
         for want in needed:
             names = by_reason.setdefault(want.reason, [])
-            if want.module:
-                named.add(want.reason)
+            if want.module:  # the name itself, even if this kernel has no such module: then none
                 names.append(normalize(want.module))
             if want.modalias:
                 names += [m for _pattern, m in index.aliases.lookup(want.modalias)]
     out = []
     for reason, names in by_reason.items():
         candidates = tuple(dict.fromkeys(n for n in names if n not in skip))
-        if candidates or (reason in named and not any(n in skip for n in names)):
+        if candidates:
             out.append(RequiredModule(reason=reason, names=candidates))
     return tuple(out)
 

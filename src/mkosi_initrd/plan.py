@@ -69,9 +69,9 @@ class FirmwareChoice:
 @dataclass(frozen=True)
 class RequiredModule:
     """A module without which the image cannot mount its root: one of `names` must be in the image
-    or built into the kernel (check.py). No names: the kernel has no module of that name or alias."""
+    or built into the kernel (check.py)."""
 
-    reason: str  # "root: ext4 on /", "generic: file system xfs"
+    reason: str  # "root: ext4 on /", "generic: fs xfs"
     names: tuple[str, ...]
 
 
