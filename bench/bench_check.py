@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import statistics
 import sys
 import time
@@ -56,8 +57,8 @@ def main() -> int:
         read = needs.scan(plan.entries)
         checked = dataclasses.replace(plan, needs=read)
         assert check.problems(checked) == [], check.problems(checked)
-        scan_cpu, scan_wall = timed(lambda p=plan: needs.scan(p.entries), a.runs)  # type: ignore[misc]
-        check_cpu, check_wall = timed(lambda p=checked: check.problems(p), a.runs)  # type: ignore[misc]
+        scan_cpu, scan_wall = timed(functools.partial(needs.scan, plan.entries), a.runs)
+        check_cpu, check_wall = timed(functools.partial(check.problems, checked), a.runs)
         total = [s + c for s, c in zip(scan_cpu, check_cpu, strict=True)]
         worst = max(worst, statistics.median(total))
         elf = sum(n.elf for n in read.values())
