@@ -28,8 +28,8 @@ from prereq import require, require_file, require_program
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
 KILLS_PER_CASE = 8
-TIME_CAP = 60.0  # seconds for the kills (about half of the test); MIN_KILLS per case in any case
-MIN_KILLS = 4
+TIME_CAP = 45.0  # seconds for the kills (most of the test); MIN_KILLS per case in any case
+MIN_KILLS = 3
 OLD = b"the initrd that booted last time"
 
 
