@@ -219,3 +219,15 @@ def test_a_build_that_fails_the_check_writes_nothing_and_no_check_writes_and_say
     assert "pre-flight check is off" in captured.err
     assert read_segments(out)[0]  # a whole image
     assert (set(os.listdir(cache)) if cache.is_dir() else set()) == before  # unchecked: not cached
+
+
+def test_a_directory_is_not_a_program(generic: Plan) -> None:
+    # /usr/lib/udev is a directory: udev cannot run it (and the check must not trip over it).
+    rules = Entry(
+        "/usr/lib/udev/rules.d/99-dir.rules", stat.S_IFREG | 0o644, data=b'RUN+="/usr/lib/udev"\n', size=1
+    )
+    image = check.InPlan((*generic.entries, rules))
+    udev = image.entry("/usr/lib/udev")
+    assert udev is None or udev.is_dir
+    found = check.missing_programs(needs.scan([rules]), image)
+    assert found == [f"{rules.path} runs /usr/lib/udev, which is not an executable file in the image"]

@@ -68,8 +68,9 @@ class InPlan:
         return found
 
     def entry(self, path: str) -> Entry | None:
+        """The entry `path` leads to (None for a missing path, or a directory the plan implies)."""
         canonical = self.resolve(path)
-        return self.paths[canonical] if canonical is not None else None
+        return self.paths.get(canonical) if canonical is not None else None
 
     def _resolve(self, path: str, depth: int) -> str | None:
         parts = path.strip("/").split("/")
@@ -100,7 +101,7 @@ def init_problems(image: InPlan) -> list[str]:
         return ["/init is missing, or a symlink that leads nowhere in the image: the kernel runs it"]
     if target != SYSTEMD:
         return [f"/init leads to {target}, not to systemd ({SYSTEMD})"]
-    if not _executable(image.paths[target]):
+    if not _executable(image.paths.get(target)):
         return [f"/init leads to {SYSTEMD}, which is not an executable file"]
     return []
 
@@ -190,7 +191,7 @@ def missing_programs(needs: Mapping[str, FileNeeds], image: InPlan) -> list[str]
         found = _program(image, program)
         if found is None:
             out.append(f"{who} runs {program}, which is not in the image")
-        elif not _executable(image.paths[found]):
+        elif not _executable(image.paths.get(found)):
             out.append(f"{who} runs {program}, which is not an executable file in the image")
         else:
             out += _interpreter_problems(found, needs, image)
