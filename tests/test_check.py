@@ -4,6 +4,7 @@ what it rejects and how a rejected build ends (nothing written), and --no-check.
 from __future__ import annotations
 
 import os
+import random
 import stat
 from dataclasses import replace
 from pathlib import Path
@@ -231,3 +232,20 @@ def test_a_directory_is_not_a_program(generic: Plan) -> None:
     assert udev is None or udev.is_dir
     found = check.missing_programs(needs.scan([rules]), image)
     assert found == [f"{rules.path} runs /usr/lib/udev, which is not an executable file in the image"]
+
+
+def test_damaged_elf_headers_are_read_without_an_error(tmp_path: Path) -> None:
+    # Every field of the first 4 KiB of a real program garbled in turn (seeded): the reader gives an
+    # answer or none, never an exception, and never reads beyond its limits.
+    rng = random.Random(14)
+    program = Path(check.SYSTEMD).read_bytes()[: 1 << 16]
+    for i in range(300):
+        data = bytearray(program)
+        for _ in range(rng.randrange(1, 9)):
+            at = rng.randrange(4096)
+            data[at : at + 8] = rng.randbytes(8)
+        path = tmp_path / f"elf{i}"
+        path.write_bytes(bytes(data))
+        entry = Entry(f"/usr/bin/elf{i}", stat.S_IFREG | 0o755, source=path, size=len(data))
+        found = needs.file_needs(entry)
+        assert found is None or isinstance(found.needed, tuple)

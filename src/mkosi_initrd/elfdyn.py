@@ -16,6 +16,7 @@ _PT_LOAD, _PT_DYNAMIC, _PT_INTERP = 1, 2, 3
 _DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_RPATH, _DT_RUNPATH = 0, 1, 5, 15, 29
 _ET_EXEC, _ET_DYN = 2, 3
 _MAX_STRING = 4096
+_MAX_READ = 1 << 20  # a damaged header must not make us read (or allocate) gigabytes
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ def _strings(fd: int, base: int, offsets: list[int]) -> list[str]:
     if not offsets:
         return []
     lo, hi = min(offsets), max(offsets)
+    if hi - lo > _MAX_READ:
+        return [_string(fd, base + o) for o in offsets]
     chunk = os.pread(fd, hi - lo + 256, base + lo)
     out = []
     for o in offsets:
@@ -115,7 +118,8 @@ def _dynamic_tags(raw: bytes, lay: _Layout) -> dict[int, list[int]]:
 
 def read_links(fd: int, head: bytes) -> ElfLinks | None:
     """The links of the ELF file open as `fd` (`head`: its first bytes, 4 KiB or all of it);
-    None when it is not a program or shared library. Malformed files raise struct.error/OSError."""
+    None when it is not a program or shared library. Malformed files raise struct.error, OSError,
+    ValueError or OverflowError (offsets beyond any file)."""
     lay = _layout(head)
     if lay is None:
         return None
@@ -126,7 +130,7 @@ def read_links(fd: int, head: bytes) -> ElfLinks | None:
     dyn = next(((off, size) for t, off, _, size in phdrs if t == _PT_DYNAMIC), None)
     if dyn is None:
         return ElfLinks(interpreter=interp)  # static
-    tags = _dynamic_tags(os.pread(fd, dyn[1], dyn[0]), lay)
+    tags = _dynamic_tags(os.pread(fd, min(dyn[1], _MAX_READ), dyn[0]), lay)
     needed = tags.get(_DT_NEEDED, [])
     strtab = tags.get(_DT_STRTAB, [0])[0]
     rpath = tags.get(_DT_RUNPATH, tags.get(_DT_RPATH, [-1]))[0]  # DT_RUNPATH wins over DT_RPATH

@@ -165,7 +165,7 @@ def _elf_needs(e: Entry, head: bytes, fd: int | None) -> FileNeeds | None:
         return None  # generated entries are never programs
     try:
         links = read_links(fd, head)
-    except (struct.error, OSError, ValueError):
+    except (struct.error, OSError, ValueError, OverflowError):
         links = None  # a damaged ELF file: the loader would refuse it; not ours to judge here
     if links is None:
         return None
