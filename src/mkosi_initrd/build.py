@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import importlib
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mkosi_initrd import scratch
 from mkosi_initrd.atomic import atomic_write
 from mkosi_initrd.config import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.log import log
+from mkosi_initrd.scratch import ScratchDir
 
 if TYPE_CHECKING:
     from mkosi_initrd.plan import Plan
+
+# What earlier versions left beside the output when killed (tempfile names; scratch.is_stale).
+LEGACY_SCRATCH = (".mkosi-initrd-", ".uki-")
 
 # The image writer and microcode (zstandard, lzma, cpio) are imported where they are used: a
 # cached rebuild (cache.py) needs none of them, and its time budget is mostly imports.
@@ -31,6 +35,7 @@ class BuildOptions:
     kernel_image: Path | None = None  # for --format uki
     uki: object | None = None  # uki.UkiOptions for --format uki
     use_cache: bool = True
+    check: bool = True  # the pre-flight check (check.py); --no-check turns it off
 
 
 @dataclass(frozen=True)
@@ -40,11 +45,14 @@ class BuildResult:
     size: int
     packages: int
     modules: int
+    checked: bool = True
 
     @property
     def summary(self) -> str:
         mb = self.size / 1e6
-        return f"wrote {self.output} ({mb:.1f} MB, {self.packages} packages, {self.modules} modules)"
+        unchecked = ", NOT checked: --no-check" if not self.checked else ""
+        counts = f"{self.packages} packages, {self.modules} modules"
+        return f"wrote {self.output} ({mb:.1f} MB, {counts}{unchecked})"
 
 
 class _Steps:
@@ -108,9 +116,10 @@ def _write_uki(config: Config, plan: Plan, options: BuildOptions, early: bytes |
 
     uki = _uki_module()
     uki_options = options.uki or uki.uki_options(config, kernel_image=options.kernel_image)
-    out_dir = Path(options.output).absolute().parent
-    with tempfile.TemporaryDirectory(prefix=".mkosi-initrd-", dir=out_dir) as tmp:
-        initrd = Path(tmp) / "initrd"
+    # The UKI's initrd and microcode, before they go into it: in scratch space (scratch.py), not
+    # beside the output (an ESP has no room for a killed build's 30 MB).
+    with ScratchDir(scratch.UKI) as tmp:
+        initrd = tmp / "initrd"
         stats = write_initrd(
             plan.entries,
             initrd,
@@ -123,16 +132,38 @@ def _write_uki(config: Config, plan: Plan, options: BuildOptions, early: bytes |
         )
         ucode = None
         if early:
-            ucode = Path(tmp) / "microcode"
+            ucode = tmp / "microcode"
             ucode.write_bytes(early)
         uki.build_uki(config, uki_options, [initrd], options.output, microcode=ucode)
     steps.done("UKI")
     return Path(options.output).stat().st_size
 
 
+def check_outputs(options: BuildOptions) -> None:
+    """Before anything is planned: every output goes into a directory that exists."""
+    for what, path in (("output", options.output), ("microcode output", options.microcode_output)):
+        if path is None:
+            continue
+        parent = Path(path).absolute().parent
+        if not parent.is_dir():
+            raise InitrdError(
+                f"cannot write the {what} {path}: {parent} is not a directory",
+                hint=f"create {parent} first, or choose another path",
+            )
+
+
+def _remove_stale_scratch(options: BuildOptions) -> None:
+    scratch.remove_all_stale()
+    out_dir = Path(options.output).absolute().parent
+    for prefix in LEGACY_SCRATCH:
+        scratch.remove_stale(out_dir, prefix)
+
+
 def build(config: Config, options: BuildOptions) -> BuildResult:
     from mkosi_initrd.cache import BuildCache
 
+    check_outputs(options)
+    _remove_stale_scratch(options)
     steps = _Steps()
     cache = BuildCache.open(config, options)
     if cache and (hit := cache.lookup()):
@@ -140,7 +171,7 @@ def build(config: Config, options: BuildOptions) -> BuildResult:
         return BuildResult(hit.output, hit.microcode, hit.size, hit.packages, hit.modules)
     from mkosi_initrd.planner import make_plan
 
-    plan = make_plan(config)
+    plan = make_plan(config, read_needs=options.check)
     stop_on_errors(plan)
     if cache:
         cache.record(plan)  # the inputs' signatures as planned, before the files are read
@@ -149,10 +180,20 @@ def build(config: Config, options: BuildOptions) -> BuildResult:
     )
     for w in plan.warnings:
         log.warning("%s", w)
+    if options.check:
+        from mkosi_initrd.check import require_bootable
+
+        require_bootable(plan)
+        steps.done("pre-flight check")
+    else:
+        log.warning("the pre-flight check is off (--no-check): the image is written unchecked")
     size, microcode = write_outputs(config, plan, options, steps)
-    if cache:
+    # Only checked builds are cached: a checked build must never be served an unchecked image.
+    if cache and options.check:
         cache.store(options.output, microcode, len(plan.packages), len(plan.modules))
-    return BuildResult(Path(options.output), microcode, size, len(plan.packages), len(plan.modules))
+    return BuildResult(
+        Path(options.output), microcode, size, len(plan.packages), len(plan.modules), checked=options.check
+    )
 
 
 def files_absent(plan: Plan) -> str:
@@ -186,4 +227,5 @@ def options_from_args(config: Config, args: object) -> BuildOptions:
         kernel_image=getattr(args, "kernel_image", None),
         uki=uki_options,
         use_cache=not getattr(args, "no_cache", False),
+        check=not getattr(args, "no_check", False),
     )

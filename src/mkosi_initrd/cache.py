@@ -31,11 +31,15 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mkosi_initrd import __version__
 from mkosi_initrd.config import Config
 from mkosi_initrd.log import log
+from mkosi_initrd.scratch import remove_stale, scratch_name
+
+if TYPE_CHECKING:
+    from mkosi_initrd.cachemeta import CachedFile
 
 DEFAULT_DIR = Path("/var/cache/mkosi-initrd")
 DEFAULT_MAX_BYTES = 512 << 20
@@ -44,6 +48,7 @@ ENV_MAX = "MKOSI_INITRD_CACHE_MAX"  # bytes, with an optional K/M/G suffix
 FORMAT = 1
 _CHUNK = 1 << 20
 _META = "meta.json"
+_TMP, _TRASH = ".tmp-", ".trash-"  # + scratch.py's PID-START-RANDOM
 _MODE = 0o600
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # pkgdb.py's paths (a test holds them equal): importing it would cost the hit path its types.
@@ -326,7 +331,7 @@ class Hit:
     modules: int
 
 
-def _copy_verified(dir_fd: int, name: str, digest: str, target: Path) -> int:
+def _copy_verified(dir_fd: int, name: str, want: CachedFile, target: Path) -> int:
     """Copy a cached file to `target` atomically, checking its digest on the way; returns its size.
 
     The copy stays in the kernel (copy_file_range) while a thread hashes the same bytes through
@@ -340,7 +345,7 @@ def _copy_verified(dir_fd: int, name: str, digest: str, target: Path) -> int:
         with ThreadPoolExecutor(1) as pool, atomic_write(target, _MODE) as out:
             hashed = pool.submit(_digest_fd, src)
             size = _copy_fd(src, out.fileno())
-            if hashed.result() != (digest, size):
+            if hashed.result() != (want.sha256, size) or size != want.size:
                 raise CorruptEntry(f"{name}: checksum mismatch")
     finally:
         os.close(src)
@@ -398,12 +403,13 @@ class BuildCache:
             return None
         if not os.access(where.directory, os.W_OK):
             return None
+        _remove_dead_temps(where.directory)  # a killed builder's, also when this build is a hit
         return cls(config, options, where)
 
     # -- lookup
 
     def lookup(self) -> Hit | None:
-        """The cached result copied into place, or None (a miss, a stale or a corrupt entry)."""
+        """The cached result copied into place, or None (a miss, a stale, invalid or corrupt entry)."""
         try:
             dfd = os.open(self.entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
@@ -411,44 +417,45 @@ class BuildCache:
             return None
         try:
             return self._lookup(dfd)
+        except Exception as e:  # never a traceback, never a permanent failure: build instead
+            log.warning(
+                "cache entry %s failed (%s: %s; this is a bug): rebuilding", self.entry, type(e).__name__, e
+            )
+            self._discard(dfd)
+            return None
         finally:
             os.close(dfd)
 
     def _lookup(self, dfd: int) -> Hit | None:
+        from mkosi_initrd import cachemeta
+
+        # Everything about the entry is checked before anything is written.
         try:
             with open(os.open(_META, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dfd)) as f:
-                meta = json.load(f)
-        except (OSError, ValueError) as e:
-            log.warning("cache entry %s is unreadable (%s): rebuilding", self.entry, e)
+                meta = cachemeta.parse(json.load(f), version=FORMAT, key=self.key)
+        except (OSError, ValueError, cachemeta.InvalidEntry) as e:
+            log.warning("cache entry %s is invalid (%s): rebuilding", self.entry, e)
             self._discard(dfd)
             return None
-        if meta.get("format") != FORMAT or meta.get("key") != self.key:
-            self._discard(dfd)
-            return None
-        for path, old in meta["inputs"]:
+        for path, old in meta.inputs:
             if sig(path) != old:
                 log.info("cache: %s changed, rebuilding", path)
                 self._discard(dfd)
                 return None
-        files = meta["files"]
-        microcode = self.options.microcode_output
+        microcode = self.options.microcode_output if "microcode" in meta.files else None
         try:
-            if "microcode" in files and microcode is not None:
-                _copy_verified(dfd, "microcode", files["microcode"]["sha256"], microcode)
-            size = _copy_verified(dfd, "output", files["output"]["sha256"], self.options.output)
-        except (CorruptEntry, OSError, KeyError) as e:
+            size = _copy_verified(dfd, "output", meta.files["output"], self.options.output)
+            if microcode is not None:
+                _copy_verified(dfd, "microcode", meta.files["microcode"], microcode)
+        except (CorruptEntry, OSError) as e:
             log.warning("cache entry %s is corrupt (%s): rebuilding", self.entry, e)
             self._discard(dfd)
             return None
-        os.utime(_META, dir_fd=dfd)  # least recently used goes first
-        r = meta["result"]
-        return Hit(
-            Path(self.options.output),
-            microcode if "microcode" in files else None,
-            size,
-            r["packages"],
-            r["modules"],
-        )
+        try:
+            os.utime(_META, dir_fd=dfd)  # least recently used goes first
+        except OSError:
+            pass
+        return Hit(Path(self.options.output), microcode, size, meta.packages, meta.modules)
 
     def _discard(self, dfd: int) -> None:
         """Remove the entry `dfd` refers to, unless another builder has replaced it meanwhile."""
@@ -472,12 +479,14 @@ class BuildCache:
             self._store(self.inputs, output, microcode, packages, modules)
         except OSError as e:
             log.warning("cannot store the build in the cache %s: %s", self.where.directory, e)
+        except Exception as e:  # the build itself succeeded: its output stands
+            log.warning("cannot store the build in the cache (%s: %s; this is a bug)", type(e).__name__, e)
 
     def _store(
         self, inputs: list[list[Any]], output: Path, microcode: Path | None, packages: int, modules: int
     ) -> None:
         top = self.where.directory
-        tmp = top / f".tmp-{os.getpid()}-{os.urandom(4).hex()}"
+        tmp = top / scratch_name(_TMP)
         tmp.mkdir(mode=0o700)
         try:
             files = {"output": _copy_in(output, tmp / "output")}
@@ -537,7 +546,7 @@ def _publish(tmp: Path, entry: Path, top: Path) -> None:
 
 def _remove(entry: Path, top: Path) -> None:
     """Move an entry out of the way (atomic), then delete it: readers never see half an entry."""
-    trash = top / f".trash-{os.getpid()}-{os.urandom(4).hex()}"
+    trash = top / scratch_name(_TRASH)
     try:
         os.rename(entry, trash)
     except OSError:
@@ -596,7 +605,6 @@ def evict(top: Path, max_bytes: int, keep: str = "") -> list[Path]:
 
 
 def _remove_dead_temps(top: Path) -> None:
-    for p in top.glob(".*-*-*"):
-        pid = p.name.split("-")[1]
-        if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
-            shutil.rmtree(p, ignore_errors=True)
+    """Half-written entries and trash of builders that died (scratch.py's stale check)."""
+    for prefix in (_TMP, _TRASH):
+        remove_stale(top, prefix)

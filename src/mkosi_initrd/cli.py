@@ -95,6 +95,12 @@ def _build_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-microcode", action="store_true", help="no early microcode cpio")
     p.add_argument("--no-cache", action="store_true", help="do not reuse or store a cached result")
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the pre-flight check that the image would boot (for experts: an image missing "
+        "a library, a program or a module is written anyway; the summary says it was not checked)",
+    )
     uki = p.add_argument_group("UKI (--format uki)")
     uki.add_argument(
         "--kernel-image", type=Path, help="kernel image (default /usr/lib/modules/KVER/vmlinuz)"
@@ -173,6 +179,11 @@ def make_config(args: argparse.Namespace, kernel: bool = True) -> Config:
     from mkosi_initrd.config import load_config
 
     root: Path = args.root.resolve()
+    if not root.is_dir():
+        raise InitrdError(
+            f"root {args.root} does not exist or is not a directory",
+            hint="point --root at an installed system (or a sysroot with its package database)",
+        )
     kver = args.kver or (default_kver(root) if kernel else "")
     return load_config(root, kver, args)
 
@@ -185,7 +196,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.packages_only:
         plan = make_package_plan(make_config(args, kernel=False))
     else:
-        plan = make_plan(make_config(args))
+        plan = make_plan(make_config(args), read_needs=False)  # what files need is for the check only
     if args.json:
         json.dump(plan.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -218,21 +229,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return inspect(args.file, as_json=args.json, list_files=args.files)
 
 
+def subject(args: argparse.Namespace) -> str:
+    """What the command was doing, for the one line a bug prints (guard.py)."""
+    if args.command == "inspect":
+        return f"inspecting {args.file}"
+    kver = args.kver or default_kver(args.root.resolve())
+    if args.command == "plan":
+        return f"planning the initrd for kernel {kver}"
+    return f"building the {'UKI' if args.format == 'uki' else 'initrd'} for kernel {kver}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from mkosi_initrd import guard
+
     args = parse_args(sys.argv[1:] if argv is None else argv)
     debug = getattr(args, "debug", False) or os.environ.get("MKOSI_INITRD_DEBUG") == "1"
     logmod.setup(verbose=getattr(args, "verbose", False), debug=debug)
     handler = {"build": cmd_build, "plan": cmd_plan, "inspect": cmd_inspect}[args.command]
-    try:
-        return handler(args)
-    except InitrdError as e:
-        print(f"mkosi-initrd: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("mkosi-initrd: interrupted", file=sys.stderr)
-        return 130
-    except OSError as e:
-        if debug:
-            raise
-        print(f"mkosi-initrd: error: {e}", file=sys.stderr)
-        return 1
+    return guard.run(lambda: handler(args), lambda: subject(args), debug=debug)

@@ -25,6 +25,7 @@ class Config:
     profiles: tuple[str, ...] = ()
     backend: str | None = None  # None: detect from the root
     packages: tuple[str, ...] = ()  # extra package entries (names, provides, paths)
+    added_packages: tuple[str, ...] = ()  # those of `packages` given with --add-package (errors say so)
     remove_packages: tuple[str, ...] = ()
     extra_files: tuple[tuple[str, str], ...] = ()  # (source in root, destination in initrd)
     remove_files: tuple[str, ...] = ()  # globs
@@ -201,6 +202,7 @@ def load_config(root: Path, kver: str, args: object = None) -> Config:
         profiles=merged("profiles", "profile"),
         backend=_arg(args, "backend") or values.get("backend"),
         packages=merged("packages", "add_package"),
+        added_packages=tuple(dict.fromkeys(_arg(args, "add_package") or ())),
         remove_packages=merged("remove_packages", "remove_package"),
         extra_files=merged("extra_files"),
         remove_files=merged("remove_files"),

@@ -38,7 +38,7 @@ from mkosi_initrd.modindex import KernelIndex, load_index, normalize, strip_modu
 from mkosi_initrd.modinfo import COMPRESSED_SUFFIXES, ModInfo, decompress, parse_softdep, read_modinfo
 from mkosi_initrd.modpattern import Pattern, PatternSet, compile_pattern, matches, module_key
 from mkosi_initrd.modregen import Regeneration
-from mkosi_initrd.plan import Entry, FirmwareChoice, ModuleChoice
+from mkosi_initrd.plan import Entry, FirmwareChoice, ModuleChoice, RequiredModule
 from mkosi_initrd.resources import read_list, resource_dir
 from mkosi_initrd.rootfs import CanonicalPaths, resolve_in_root
 
@@ -53,6 +53,7 @@ class KernelPart:
     entries: tuple[Entry, ...]
     warnings: tuple[str, ...]
     builtin: tuple[str, ...] = ()  # selected modules that are built into the kernel
+    required_modules: tuple[RequiredModule, ...] = ()  # what the pre-flight check holds it to
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Selection:
     builtin: dict[str, str]
     info: dict[str, ModInfo]
     warnings: tuple[str, ...]
+    required: tuple[RequiredModule, ...] = ()
 
 
 def _profile_lists(config: Config, stem: str) -> list[Pattern]:
@@ -178,10 +180,10 @@ def _read_all(index: KernelIndex, names: list[str]) -> list[ModInfo]:
     return [read_modinfo(p) for p in paths]
 
 
-def _host_wants(config: Config, index: KernelIndex) -> list[hostprobe.Want]:
-    """What this host needs: its root stack and file systems as they are, and of its own modules
-    those in the boot classes (a module by name, a device's modalias resolved to its modules)."""
-    wants = list(hostprobe.needed(config.root, config.sysfs, config.procfs))
+def _host_wants(config: Config, index: KernelIndex, needed: list[hostprobe.Want]) -> list[hostprobe.Want]:
+    """What this host needs (`needed`: its root stack and file systems as they are), and of its own
+    modules those in the boot classes (a module by name, a device's modalias resolved to its modules)."""
+    wants = list(needed)
     classes = host_classes(config)
 
     def boot_class(name: str) -> bool:
@@ -215,8 +217,43 @@ def select_modules(config: Config, index: KernelIndex) -> Selection:
             continue  # the host probes add it back if this host needs it
         else:
             chosen.append((name, p.reason))
-    wants = _host_wants(config, index) if not config.generic else []
-    return close(index, sorted(chosen), wants, excluded)
+    needed = [] if config.generic else list(hostprobe.needed(config.root, config.sysfs, config.procfs))
+    wants = _host_wants(config, index, needed) if not config.generic else []
+    selection = close(index, sorted(chosen), wants, excluded)
+    required = required_modules(config, index, needed, excluded)
+    return dataclasses.replace(selection, required=required)
+
+
+def required_modules(
+    config: Config, index: KernelIndex, needed: Iterable[hostprobe.Want], excluded: Iterable[str]
+) -> tuple[RequiredModule, ...]:
+    """What the image cannot mount its root without (check.py holds the image to it).
+
+    Host-only: the file systems the initrd mounts, the root's block stack and its disk's drivers
+    (a modalias that resolves to no module is a built-in or driverless device: nothing to hold).
+    Generic: the storage and file-system modules of modules/required.list that the kernel has.
+    Candidates the configuration excludes do not count: excluding them is the admin's call."""
+    skip = set(excluded)
+    by_reason: dict[str, list[str]] = {}
+    if config.generic:
+        for line in read_list("modules/required.list"):
+            kind, name = line.split()
+            loadable, builtin = index.resolve(name)
+            if loadable or builtin:
+                by_reason.setdefault(f"generic: {kind} {name}", []).extend([*loadable, *builtin])
+    elif hostprobe.root_fs_known(config.root, config.procfs):
+        for want in needed:
+            names = by_reason.setdefault(want.reason, [])
+            if want.module:  # the name itself, even if this kernel has no such module: then none
+                names.append(normalize(want.module))
+            if want.modalias:
+                names += [m for _pattern, m in index.aliases.lookup(want.modalias)]
+    out = []
+    for reason, names in by_reason.items():
+        candidates = tuple(dict.fromkeys(n for n in names if n not in skip))
+        if candidates:
+            out.append(RequiredModule(reason=reason, names=candidates))
+    return tuple(out)
 
 
 def _host_only_omit(config: Config) -> PatternSet | None:
@@ -401,5 +438,6 @@ def start_kernel(config: Config) -> PendingKernel:
         entries=(*entries.values(), *fw.entries),
         warnings=selection.warnings + fw.warnings,
         builtin=tuple(sorted(selection.builtin)),
+        required_modules=selection.required,
     )
     return PendingKernel(part, Regeneration(index.moddir, index.kver, sources))

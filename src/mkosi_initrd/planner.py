@@ -7,11 +7,23 @@ generated /etc/initrd-release over the package's, say); that is logged, never si
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mkosi_initrd import closure, elfnotes, extras, files, hostconfig, hostprobe, kmod, osrelease, rootstack
+from mkosi_initrd import (
+    closure,
+    elfnotes,
+    extras,
+    files,
+    hostconfig,
+    hostprobe,
+    kmod,
+    needs,
+    osrelease,
+    rootstack,
+)
 from mkosi_initrd.config import PROFILES, Config
 from mkosi_initrd.log import log
 from mkosi_initrd.pkgdb import open_db
@@ -35,7 +47,9 @@ class Part:
     errors: tuple[str, ...] = ()
 
 
-def make_plan(config: Config) -> Plan:
+def make_plan(config: Config, *, read_needs: bool = True) -> Plan:
+    """The plan for `config`; `read_needs`: with what its files need at run time (needs.py), for
+    the pre-flight check."""
     # Host-only: the profiles the root's block stack needs (LVM, RAID, NFS), and the packages the
     # host's configuration needs (loadkeys for a KEYMAP=); both no-ops for generic builds.
     config = hostconfig.with_host_packages(rootstack.with_host_profiles(config))
@@ -53,7 +67,8 @@ def make_plan(config: Config) -> Plan:
     parts.append(Part(entries=tuple(files.extra_entries(config.root, config.extra_files))))
     # Generated entries (extras.py) see everything else, for the manifest and sysusers.d.
     parts.append(Part(entries=extras.generated_entries(config, merge(config, os_release, parts))))
-    return merge(config, os_release, parts)
+    plan = merge(config, os_release, parts)
+    return dataclasses.replace(plan, needs=needs.scan(plan.entries)) if read_needs else plan
 
 
 def make_package_plan(config: Config) -> Plan:
@@ -89,7 +104,10 @@ def requests(config: Config, family: str) -> list[closure.Request]:
             closure.Request.parse(e, f"profile:{p}")
             for e in read_list(f"packages/{family}/profiles/{p}.list")
         ]
-    reqs += [closure.Request.parse(e, "config") for e in config.packages]
+    reqs += [
+        closure.Request.parse(e, "--add-package" if e in config.added_packages else "config")
+        for e in config.packages
+    ]
     return reqs
 
 
@@ -224,4 +242,6 @@ def merge(
         options=options,
         errors=cat("errors"),
         packages_only=packages_only,
+        builtin=cat("builtin"),
+        required_modules=cat("required_modules"),
     )

@@ -21,13 +21,14 @@ from typing import Any
 
 import pefile
 
-from mkosi_initrd import cpioread, osrelease, sign
+from mkosi_initrd import cpioread, osrelease, scratch, sign
 from mkosi_initrd import pe as pemod
 from mkosi_initrd.atomic import atomic_write
 from mkosi_initrd.config import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.log import log
 from mkosi_initrd.rootfs import resolve_in_root
+from mkosi_initrd.scratch import ScratchDir
 
 STUB_DIR = "usr/lib/systemd/boot/efi"
 # PE machine → EFI architecture suffix of systemd's stubs (linux{arch}.efi.stub).
@@ -342,9 +343,8 @@ def build_uki(
             pemod.add_sections(stub_data, sections, out, what)
         log.info("wrote unsigned UKI %s", output)
         return
-    # The signing tools work on named files: those live in a private directory beside the output.
-    with tempfile.TemporaryDirectory(prefix=".uki-", dir=output.absolute().parent) as tmpdir:
-        tmp = Path(tmpdir)
+    # The signing tools work on named files: those live in a private scratch directory.
+    with ScratchDir(scratch.SIGN) as tmp:
         kernel_path = _kernel_for_linux_section(options.signing, options.kernel_image, tmp)
         sections = _sections(options, stub, kernel_path, initrds, microcode)
         unsigned = tmp / "uki.unsigned.efi"
