@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -57,6 +58,14 @@ def cases(kver: str, dracut: bool) -> list[Case]:
         Case("ours host-only", "ours", "host-only", _ours(kver, "--no-cache")),
         Case("ours cached", "ours", "cached", _ours(kver)),
         Case("ours generic UKI", "ours", "uki", _ours(kver, "--generic", "--no-cache", "--format", "uki")),
+        # What the pre-flight check costs: the generic build without it (and without reading what
+        # each file needs, which only the check uses).
+        Case(
+            "ours generic no-check",
+            "ours",
+            "unchecked",
+            _ours(kver, "--generic", "--no-cache", "--no-check"),
+        ),
     ]
     if dracut:
         out += [
@@ -66,12 +75,23 @@ def cases(kver: str, dracut: bool) -> list[Case]:
     return out
 
 
-def run(cmd: list[str], env: dict[str, str]) -> float:
-    start = time.monotonic()
+# CPU time (user + system) of every run, by case: on a machine other jobs load, the wall time of a
+# small difference drowns in their noise, the CPU time much less.
+CPU: dict[str, list[float]] = {}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(cmd: list[str], env: dict[str, str], case: str = "") -> float:
+    start, cpu = time.monotonic(), _cpu_seconds()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     elapsed = time.monotonic() - start
     if p.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")
+    CPU.setdefault(case, []).append(_cpu_seconds() - cpu)
     return elapsed
 
 
@@ -171,11 +191,11 @@ def main() -> int:
         run(cached.command(outs[cached.name]), env)  # fills the cache (not timed)
         for i in range(args.runs):
             for c in todo:
-                times[c.name].append(run(c.command(outs[c.name]), env))
-                print(f"run {i + 1}: {c.name:17} {times[c.name][-1]:7.2f} s", file=sys.stderr)
+                times[c.name].append(run(c.command(outs[c.name]), env, c.name))
+                print(f"run {i + 1}: {c.name:21} {times[c.name][-1]:7.2f} s", file=sys.stderr)
             loads.append(os.getloadavg()[0])
         for c in todo:
-            if c.mode not in ("cached", "uki"):
+            if c.mode not in ("cached", "uki", "unchecked"):
                 sizes[c.name] = (outs[c.name].stat().st_size, uncompressed_size(outs[c.name]))
     finished = datetime.datetime.now(datetime.UTC)
 
@@ -183,12 +203,12 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(f"kernel {args.kver}, {args.runs} runs per case, load average {min(loads):.1f}-{max(loads):.1f}")
     print()
-    print(f"{'case':17} {'min s':>7} {'median s':>9} {'size MB':>8} {'uncompr. MB':>12}")
+    print(f"{'case':21} {'min s':>7} {'median s':>9} {'CPU min s':>10} {'size MB':>8} {'uncompr. MB':>12}")
     for c in todo:
         t = times[c.name]
         size, raw = sizes.get(c.name, (0, 0))
         sz = f"{size / 1e6:8.1f} {raw / 1e6:12.1f}" if size else f"{'':8} {'':12}"
-        print(f"{c.name:17} {min(t):7.2f} {statistics.median(t):9.2f} {sz}")
+        print(f"{c.name:21} {min(t):7.2f} {statistics.median(t):9.2f} {min(CPU[c.name]):10.2f} {sz}")
     ratios = {}
     if dracut:
         print()
@@ -207,6 +227,14 @@ def main() -> int:
     u, g = times["ours generic UKI"], times["ours generic"]
     extra = (min(u) - min(g), statistics.median(u) - statistics.median(g))
     print(f"UKI      : --format uki adds {extra[0]:+.2f} s (min), {extra[1]:+.2f} s (median)")
+    n = times["ours generic no-check"]
+    check = (min(g) - min(n), statistics.median(g) - statistics.median(n))
+    gc, nc = CPU["ours generic"], CPU["ours generic no-check"]
+    check_cpu = (min(gc) - min(nc), statistics.median(gc) - statistics.median(nc))
+    print(
+        f"check    : the pre-flight check adds {check[0]:+.3f} s (min), {check[1]:+.3f} s (median) of wall"
+        f" time, {check_cpu[0]:+.3f} s (min), {check_cpu[1]:+.3f} s (median) of CPU time"
+    )
     report: dict[str, object] = {}
     for mode in ("generic", "host-only"):
         contrib = contributors(args.kver, mode == "generic")
@@ -228,6 +256,7 @@ def main() -> int:
                     "runs": args.runs,
                     "load": [min(loads), max(loads)],
                     "times": times,
+                    "cpu": CPU,
                     "sizes": sizes,
                     "ratios": ratios,
                     "contributors": report,

@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -375,3 +377,133 @@ def test_host_config_files_invalidate_a_host_only_entry(root: Path, cache_dir: P
     (root / "etc/kernel").mkdir(exist_ok=True)
     (root / "etc/kernel/cmdline").write_text("root=/dev/vda resume=/dev/vdb\n")
     assert lookup(root, tmp_path / "b", *probes) is None
+
+
+# --- meta.json of the wrong shape: discarded and rebuilt with a warning, before anything is written
+
+
+def _meta(cache_dir: Path) -> Path:
+    (entry,) = entries(cache_dir)
+    return entry / "meta.json"
+
+
+def _build_quietly(root: Path, out: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    """A cached generic build that must succeed; returns what it printed to stderr."""
+    capsys.readouterr()
+    rc = main(args(root, out, "--generic", *extra))
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda m: [m],
+        lambda m: {k: v for k, v in m.items() if k != "inputs"},
+        lambda m: {**m, "files": {**m["files"], "output": None}},
+        lambda m: {**m, "result": None},
+        lambda m: {**m, "inputs": [["/etc/os-release"]]},
+        lambda m: {**m, "files": {"output": {"sha256": "0" * 64, "size": True}}},
+    ],
+    ids=["a-list", "no-inputs", "output-null", "result-null", "short-input", "bool-size"],
+)
+def test_an_entry_of_the_wrong_shape_is_rebuilt_with_a_warning_and_nothing_written_first(
+    root: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], shape: Any
+) -> None:
+    fresh = build(root, tmp_path / "ref", "--generic", "--no-cache")
+    _build_quietly(root, tmp_path / "a", capsys)
+    meta = _meta(cache_dir)
+    meta.write_text(json.dumps(shape(json.loads(meta.read_text()))))
+    target = tmp_path / "b"
+    target.write_bytes(b"previous initrd")
+    assert lookup(root, target, "--generic") is None
+    assert target.read_bytes() == b"previous initrd"  # validated before anything was written
+    build(root, tmp_path / "a", "--generic")  # the lookup discarded it: a fresh entry
+    meta = _meta(cache_dir)
+    meta.write_text(json.dumps(shape(json.loads(meta.read_text()))))
+    err = _build_quietly(root, target, capsys)
+    assert f"cache entry {meta.parent} is invalid (" in err and ": rebuilding" in err
+    assert target.read_bytes() == fresh
+    assert lookup(root, tmp_path / "d", "--generic") is not None  # stored anew
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> Any:
+    kinds = ["none", "bool", "int", "float", "str", "hex", "list", "dict"]
+    kind = rng.choice(kinds if depth < 2 else kinds[:6])
+    if kind == "none":
+        return None
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "int":
+        return rng.choice([0, 1, -1, 2**63, rng.randrange(-(10**12), 10**12)])
+    if kind == "float":
+        return rng.choice([0.5, -1.0, 1e300])
+    if kind == "str":
+        return rng.choice(["", "output", "/etc/os-release", "\u00e9\u0000", "x" * 300])
+    if kind == "hex":
+        return "".join(rng.choice("0123456789abcdef") for _ in range(64))
+    if kind == "list":
+        return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {rng.choice(["output", "sha256", "size", "inputs", "x"]): _random_value(rng, depth + 1)}
+
+
+def _mutate(rng: random.Random, meta: Any) -> bytes:
+    """meta.json changed at one random place: a value replaced or removed, or the text damaged."""
+    how = rng.randrange(6)
+    text = json.dumps(meta).encode()
+    if how == 0:
+        return text[: rng.randrange(len(text))]  # truncated
+    if how == 1:
+        at = rng.randrange(len(text))
+        return text[:at] + bytes([rng.randrange(256)]) + text[at + 1 :]  # one byte of rot
+    if how == 2:
+        return json.dumps(_random_value(rng)).encode()  # something else altogether
+    # a value somewhere in the tree: replaced, removed, or with a key added next to it
+    node: Any = meta
+    while True:
+        keys = (
+            list(node)
+            if isinstance(node, dict)
+            else list(range(len(node)))
+            if isinstance(node, list)
+            else []
+        )
+        if not keys:
+            break
+        key = rng.choice(keys)
+        child = node[key]
+        if not isinstance(child, (dict, list)) or not child or rng.random() < 0.3:
+            if how == 3:
+                node[key] = _random_value(rng)
+            elif how == 4:
+                del node[key]
+            elif isinstance(node, dict):
+                node["unexpected"] = _random_value(rng)
+            else:
+                node.append(_random_value(rng))
+            break
+        node = child
+    return json.dumps(meta).encode()
+
+
+def test_fuzzed_entries_always_give_what_a_no_cache_build_gives(
+    root: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A seeded generator (reproducible, no extra dependency) mutates meta.json 40 times; every
+    cached build after a mutation succeeds, with no traceback, and writes the --no-cache bytes."""
+    seed = int(os.environ.get("MKOSI_INITRD_FUZZ_SEED", "14"))
+    rng = random.Random(seed)
+    fresh = build(root, tmp_path / "ref", "--generic", "--no-cache")
+    _build_quietly(root, tmp_path / "a", capsys)
+    outcomes = {"hit": 0, "rebuilt": 0}
+    for i in range(40):
+        meta = _meta(cache_dir)
+        mutated = _mutate(rng, json.loads(meta.read_text()))
+        meta.write_bytes(mutated)
+        out = tmp_path / f"out{i}"
+        err = _build_quietly(root, out, capsys)
+        assert out.read_bytes() == fresh, f"seed {seed}, mutation {i}: {mutated[:300]!r}"
+        outcomes["rebuilt" if "rebuilding" in err else "hit"] += 1
+        assert len(entries(cache_dir)) == 1  # rebuilt entries replace the invalid one
+    assert outcomes["rebuilt"] >= 20 and sum(outcomes.values()) == 40, outcomes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
 from pathlib import Path
 
@@ -78,3 +79,27 @@ def test_user_glob_matching_nothing_is_a_warning(root: Path) -> None:
     part = select_firmware(root, SYN_KVER, [], ["nothing/*"])
     assert part.choices == ()
     assert part.warnings == ("firmware glob 'nothing/*' matches nothing in /usr/lib/firmware",)
+
+
+@pytest.mark.parametrize("name", ["../../../etc/shadow", "/etc/shadow", "foo/../../../../etc/shadow", ".."])
+def test_a_firmware_name_leaving_the_firmware_directory_is_ignored_with_a_warning(
+    root: Path, tmp_path: Path, name: str
+) -> None:
+    # firmware= comes from a module's .modinfo: a name that climbs out must not pull in the root's
+    # files (here a copy of the synthetic root with an /etc/shadow to be taken).
+    own = tmp_path / "root"
+    shutil.copytree(root, own, symlinks=True)
+    (own / "etc/shadow").write_text("root:secret:::\n")
+    part = select_firmware(own, SYN_KVER, [("evil", name), ("foo", "foo/fw.bin")], [])
+    assert [w for w in part.warnings if "evil" in w] == [
+        f"evil asks for firmware {name!r}, outside {FW}: ignored"
+    ]
+    assert all(e.path.startswith(f"{FW}/") and ".." not in e.path.split("/") for e in part.entries)
+    assert all(e.source is None or own / "usr/lib/firmware" in e.source.parents for e in part.entries)
+    assert [c.path for c in part.choices] == ["foo/fw.bin"]
+
+
+def test_a_name_with_dots_that_stays_inside_is_looked_up_normalized(root: Path) -> None:
+    part = select_firmware(root, SYN_KVER, [("foo", "cz/../foo/fw.bin")], [])
+    assert [c.path for c in part.choices] == ["foo/fw.bin"]
+    assert all(".." not in e.path.split("/") for e in part.entries)

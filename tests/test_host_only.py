@@ -6,26 +6,22 @@ Synthetic kernel (fixtures.kernel) for the module rules, the host's own dpkg roo
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
 
 from fixtures.host import FakeHost
 from fixtures.kernel import SYN_KVER, require_host_kernel, synthetic_kernel_root
+from mkosi_initrd.build import check
 from mkosi_initrd.cli import make_config, parse_args
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.host.probes import initrd_filesystems, root_fs_known
 from mkosi_initrd.host.rootstack import with_host_profiles
 from mkosi_initrd.kernel.modules import plan_kernel
-from mkosi_initrd.plan.model import Entry, Plan
-from mkosi_initrd.planner.dlopen import LIBDIRS, needed
+from mkosi_initrd.plan.model import Plan
+from mkosi_initrd.plan.parts import Part
 from mkosi_initrd.planner.steps import make_plan
 from prereq import require
 
@@ -89,6 +85,50 @@ def test_host_only_takes_the_file_systems_it_mounts_and_not_the_others(kroot: Pa
     assert got["cz"] == "fstab: cz on /usr"
     assert got["czlib"] == "dependency of cz"
     assert "cg" not in got  # /home is mounted after the switch to the root
+
+
+def kernel_plan(part: Part, cfg: Config) -> Plan:
+    """A plan of the kernel's part alone: what the pre-flight check's module rules look at."""
+    return Plan(cfg.root, cfg.kver, "", cfg.generic, (), {}, (), part.entries, modules=part.modules,
+                builtin=part.builtin, required_modules=part.required_modules)  # fmt: skip
+
+
+def test_the_check_holds_a_host_only_image_to_the_file_systems_it_mounts(
+    kroot: Path, tmp_path: Path
+) -> None:
+    cfg = kernel_config(
+        kroot, host(tmp_path, fstab="UUID=1 / synfs defaults 0 1\n/dev/vda2 /usr cz ro 0 2\n")
+    )
+    part = plan_kernel(cfg)
+    reasons = {r.reason: r.names for r in part.required_modules}
+    assert reasons == {
+        f"root: synfs on / ({os.path.realpath(cfg.root)})": ("synfs",),
+        "fstab: cz on /usr": ("cz",),
+    }
+    plan = kernel_plan(part, cfg)
+    assert check.module_problems(plan, check.InPlan(plan.entries)) == []
+    synfs = next(m for m in part.modules if m.name == "synfs")
+    entries = tuple(e for e in part.entries if not e.path.endswith(synfs.path))
+    found = check.module_problems(replace(plan, entries=entries), check.InPlan(entries))
+    kdir = f"/usr/lib/modules/{SYN_KVER}"
+    assert (
+        f"module synfs ({synfs.reason}) was selected, but {kdir}/{synfs.path} is not in the image" in found
+    )
+    root = f"root: synfs on / ({os.path.realpath(cfg.root)})"
+    assert f"{root}: module synfs is neither in the image nor built into kernel {SYN_KVER}" in found
+
+
+def test_a_root_file_system_the_kernel_has_no_module_for_fails_the_check(
+    kroot: Path, tmp_path: Path
+) -> None:
+    # A root on a file system whose module is not built for this kernel (yet: an out-of-tree one,
+    # say): without the check, an initrd that cannot mount the root.
+    cfg = kernel_config(kroot, host(tmp_path, fstype="zfs"))
+    plan = kernel_plan(plan_kernel(cfg), cfg)
+    root = f"root: zfs on / ({os.path.realpath(cfg.root)})"
+    assert check.module_problems(plan, check.InPlan(plan.entries)) == [
+        f"{root}: module zfs is neither in the image nor built into kernel {SYN_KVER}"
+    ]
 
 
 def test_host_only_omits_default_list_entries_for_other_machines(kroot: Path, tmp_path: Path) -> None:
@@ -201,87 +241,26 @@ def test_files_nothing_in_an_initrd_reads_are_left_out(tmp_path: Path) -> None:
     assert [p for p in paths if p.startswith(dead)] == []
 
 
-# --- every removal list together: no program loses a library it needs
-
-
-def runpath(path: Path, origin: str) -> list[str]:
-    """DT_RUNPATH/DT_RPATH directories ($ORIGIN expanded): systemd finds libsystemd-shared there."""
-    with open(path, "rb") as f:
-        try:
-            elf = ELFFile(f)
-        except ELFError:
-            return []
-        dyn = elf.get_section_by_name(".dynamic")
-        if not isinstance(dyn, DynamicSection):
-            return []
-        tags: list[Any] = list(dyn.iter_tags())
-        paths = [str(t.runpath) for t in tags if t.entry.d_tag == "DT_RUNPATH"]
-        paths += [str(t.rpath) for t in tags if t.entry.d_tag == "DT_RPATH"]
-    return [d.replace("$ORIGIN", origin) for p in paths for d in p.split(":")]
-
-
-def resolve(paths: dict[str, Entry], path: str, depth: int = 0) -> str | None:
-    """`path` in the plan with every symlink followed, intermediate ones too (/sbin → usr/sbin)."""
-    parts = path.strip("/").split("/")
-    for i in range(len(parts)):
-        here = "/" + "/".join(parts[: i + 1])
-        e = paths.get(here)
-        if e is None or depth > 20:
-            return None
-        if e.is_symlink:
-            target = e.linkto if e.linkto.startswith("/") else f"{os.path.dirname(here)}/{e.linkto}"
-            rest = "/".join(parts[i + 1 :])
-            return resolve(paths, os.path.normpath(f"{target}/{rest}" if rest else target), depth + 1)
-    return "/" + "/".join(parts)
-
-
-def missing_libraries(plan: Plan) -> list[str]:
-    paths = {e.path: e for e in plan.entries}
-    # A soname some other object of the process already loaded is found by name (libsystemd-core
-    # needs libsystemd-shared, which systemd's RUNPATH brought in).
-    sonames = {os.path.basename(p) for p in paths}
-    out = []
-    for e in plan.entries:
-        if e.source is None or e.origin in ("kernel", "firmware") or e.is_symlink or e.is_dir:
-            continue
-        dirs = [*runpath(Path(e.source), os.path.dirname(e.path)), *LIBDIRS]
-        for soname in needed(Path(e.source)):
-            if not any(resolve(paths, f"{d}/{soname}") for d in dirs) and soname not in sonames:
-                out.append(f"{e.path} needs {soname}")
-    return out
+# --- every removal list together: no program loses a library it needs (check.py, the pre-flight
+# check every build runs, is the one implementation of these invariants)
 
 
 @pytest.mark.parametrize(
     "args",
-    [(), ("--generic",), ("--generic", "--profile", "lvm", "--profile", "raid", "--profile", "nfs")],
+    [
+        (),
+        ("--generic",),
+        ("--generic", *(a for p in ("lvm", "raid", "nfs", "network") for a in ("--profile", p))),
+    ],
     ids=["host-only", "generic", "generic-with-profiles"],
 )
 def test_every_library_a_program_in_the_initrd_needs_is_in_it(tmp_path: Path, args: tuple[str, ...]) -> None:
     plan = host_plan(tmp_path, "ext4", *args)
-    assert missing_libraries(plan) == []
+    assert plan.needs is not None and any(n.needed for n in plan.needs.values())
+    assert check.missing_libraries(plan.needs, check.InPlan(plan.entries)) == []
 
 
 # --- udev rules: every program a rule runs is in the initrd
-
-_UDEV_PROGRAM = re.compile(r'\b(?:RUN(?:\{program\})?|PROGRAM|IMPORT\{program\})\s*\+?=\s*"([^"]*)"')
-
-
-def rule_programs(plan: Plan) -> list[tuple[str, str]]:
-    """(rules file, program) for each RUN/PROGRAM/IMPORT{program} of the initrd's udev rules."""
-    out = []
-    for e in plan.entries:
-        if not e.path.endswith(".rules") or "/udev/rules.d/" not in e.path or e.is_symlink:
-            continue
-        text = e.data.decode() if e.data is not None else Path(str(e.source)).read_text(errors="replace")
-        for line in text.splitlines():
-            if line.lstrip().startswith("#"):
-                continue
-            for value in _UDEV_PROGRAM.findall(line):
-                program = value.split()[0] if value.split() else ""
-                if program and "$" not in program and "%" not in program:
-                    # udev runs a relative program name from its own directory
-                    out.append((e.path, program if program.startswith("/") else f"/usr/lib/udev/{program}"))
-    return out
 
 
 @pytest.mark.parametrize(
@@ -297,7 +276,8 @@ def test_every_program_a_udev_rule_in_the_initrd_runs_is_in_it(
     tmp_path: Path, args: tuple[str, ...]
 ) -> None:
     plan = host_plan(tmp_path, "ext4", *args)
-    paths = {e.path: e for e in plan.entries}
-    programs = rule_programs(plan)
+    assert plan.needs is not None
+    image = check.InPlan(plan.entries)
+    programs = check.run_programs(plan.needs, image)
     assert any(p.endswith("/ata_id") for _, p in programs)  # the rules were read
-    assert [f"{rules} runs {p}" for rules, p in programs if resolve(paths, p) is None] == []
+    assert check.missing_programs(plan.needs, image) == []

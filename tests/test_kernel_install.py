@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -568,3 +569,43 @@ def test_warns_when_debians_plugin_would_add_initramfs_tools_initrd(
     lines = [line for line in kinst.entry(kver).read_text().splitlines() if line.startswith("initrd ")]
     entry_dir = kinst.entry_dir(kver)
     assert lines == [kinst.initrd_line(entry_dir / "initrd"), kinst.initrd_line(entry_dir / theirs.name)]
+
+
+def _a_bug(*args: object, **kw: object) -> NoReturn:
+    raise KeyError("manifest")
+
+
+def test_an_unexpected_error_in_the_plugin_is_one_line_naming_the_kernel_and_keeps_the_target(
+    tmp_path: Path,
+    host_kernel: HostKernel,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The plugin's own main, in this process, with a bug planted at the planner's last step: what
+    # kernel-install would show for it on every kernel update, and what it leaves in /boot.
+    from mkosi_initrd.planner import steps
+
+    monkeypatch.setattr(steps, "generated_entries", _a_bug)
+    conf, boot = tmp_path / "conf", tmp_path / "boot"
+    conf.mkdir()
+    boot.mkdir()
+    (conf / "install.conf").write_text("layout=other\ninitrd_generator=mkosi-initrd\n")
+    old = boot / f"initramfs-{host_kernel.kver}.img"
+    old.write_bytes(b"previous initrd")
+    env = {
+        "KERNEL_INSTALL_CONF_ROOT": str(conf),
+        "KERNEL_INSTALL_BOOT_ROOT": str(boot),
+        "PATH": os.environ["PATH"],
+    }
+    argv = ["add", host_kernel.kver, str(tmp_path / "entry"), str(host_kernel.image)]
+    assert plugin.main(argv, env) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"mkosi-initrd: error: kernel-install add for kernel {host_kernel.kver} failed: "
+        "KeyError: 'manifest' (this is a bug in mkosi-initrd, please report it; "
+        "MKOSI_INITRD_DEBUG=1 shows the traceback)"
+    ]
+    assert sorted(os.listdir(boot)) == [old.name] and old.read_bytes() == b"previous initrd"
+    assert plugin.main(argv, {**env, "MKOSI_INITRD_DEBUG": "1"}) == 1
+    assert "Traceback (most recent call last):" in capsys.readouterr().err
+    assert old.read_bytes() == b"previous initrd"

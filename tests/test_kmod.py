@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,10 +15,11 @@ import pytest
 
 from fixtures.host import FakeHost
 from fixtures.kernel import SYN_KVER, synthetic_kernel_root
+from mkosi_initrd import scratch as scratch_module
+from mkosi_initrd.cli import main
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.host.probes import Want, needed, root_needs
-from mkosi_initrd.kernel import depmod
 from mkosi_initrd.kernel.index import load_index
 from mkosi_initrd.kernel.modules import plan_kernel, start_kernel
 from mkosi_initrd.kernel.selection import close
@@ -122,6 +124,99 @@ def test_kernel_without_modules_dep_is_an_error_naming_the_version(tmp_path: Pat
         plan_kernel(Config(root=tmp_path, kver="7.7.7", generic=True))
 
 
+def own_kernel(root: Path, tmp_path: Path) -> Path:
+    """A private copy of the synthetic kernel root; returns its module directory."""
+    own = tmp_path / "root"
+    shutil.copytree(root, own, symlinks=True)
+    return own / "usr/lib/modules" / SYN_KVER
+
+
+def _first_line(text: str) -> str:
+    return text.split("\n", 1)[0] + "\n"
+
+
+def _cut_mid_line(text: str) -> str:
+    return text[: text.index("\n", len(text) // 2) - 3]
+
+
+def _lose_last_lines(text: str) -> str:
+    return "".join(text.splitlines(keepends=True)[:-4])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda t: "\x00\x01 not an index \xff\n" * 20, "line 1 is not a module and its dependencies"),
+        (lambda t: "", "it has no line for the installed module kernel/"),
+        (_first_line, "it has no line for the installed module kernel/"),
+        (_cut_mid_line, "its last line is cut off"),
+        (_lose_last_lines, "it has no line for the installed module "),
+        (lambda t: t.replace(".ko:", ".ko", 1), "line 1 is not a module and its dependencies"),
+    ],
+    ids=["garbage", "empty", "one-line", "cut-mid-line", "lines-lost", "no-colon"],
+)
+def test_a_damaged_modules_dep_is_an_error_naming_it(
+    root: Path, tmp_path: Path, damage: Callable[[str], str], message: str
+) -> None:
+    kdir = own_kernel(root, tmp_path)
+    dep = kdir / "modules.dep"
+    dep.write_text(damage(dep.read_text()))
+    with pytest.raises(InitrdError) as e:
+        plan_kernel(Config(root=kdir.parents[3], kver=SYN_KVER, generic=True))
+    assert f"kernel {SYN_KVER}: {dep} is damaged: {message}" in str(e.value)
+    assert f"depmod {SYN_KVER}" in e.value.hint
+
+
+def test_an_empty_modules_dep_without_modules_order_is_an_error_too(root: Path, tmp_path: Path) -> None:
+    kdir = own_kernel(root, tmp_path)
+    (kdir / "modules.order").unlink()
+    (kdir / "modules.dep").write_text("")
+    with pytest.raises(InitrdError, match="it lists no module, but .*/kernel has module files"):
+        load_index(kdir, SYN_KVER)
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "message"),
+    [
+        ("modules.alias", lambda t: t[:-5], "its last line is cut off"),
+        ("modules.alias", lambda t: "garbage\n", "it has no alias line"),
+        ("modules.builtin", lambda t: t + "garbage\n", "'garbage' is not one of its lines"),
+        (
+            "modules.softdep",
+            lambda t: "softdep foo pre: bar\nsoftdep\x00garbage\n",
+            "is not one of its lines",
+        ),
+        ("modules.builtin.modinfo", lambda t: t[:-1], "its last entry is cut off"),
+    ],
+)
+def test_a_damaged_index_file_is_an_error_naming_it(
+    root: Path, tmp_path: Path, name: str, damage: Callable[[str], str], message: str
+) -> None:
+    kdir = own_kernel(root, tmp_path)
+    path = kdir / name
+    path.write_text(damage(path.read_text() if path.exists() else ""))
+    with pytest.raises(InitrdError, match=f"kernel {SYN_KVER}: .*/{name} is damaged: .*{message}"):
+        load_index(kdir, SYN_KVER)
+
+
+def test_a_build_on_a_garbage_modules_dep_fails_and_keeps_the_old_initrd(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The reported case: rc 0 and an initrd with 0 modules, over the one that booted.
+    from fixtures.rpmspecs import rpm_root
+
+    own = tmp_path / "rpmroot"
+    shutil.copytree(rpm_root(), own, symlinks=True)
+    dep = own / "usr/lib/modules/1.0/modules.dep"
+    dep.write_text("this is not an index\n")
+    out = tmp_path / "initrd"
+    out.write_bytes(b"the initrd that booted")
+    assert main(["--root", str(own), "-k", "1.0", "--generic", "--no-cache", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"mkosi-initrd: error: kernel 1.0: {dep} is damaged: line 1" in err and "Traceback" not in err
+    assert out.read_bytes() == b"the initrd that booted"
+
+
 def test_regenerated_index_lets_modprobe_resolve_the_subset(root: Path, tmp_path: Path) -> None:
     part = plan_kernel(config(root, modules=("blk-a", "cz")))
     write_tree(part, tmp_path)
@@ -150,7 +245,7 @@ def test_a_failing_package_step_leaves_no_depmod_run_behind(
     (own / "etc/os-release").write_text("ID=debian\n")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    monkeypatch.setattr(depmod, "_scratch_dir", lambda: str(scratch))
+    monkeypatch.setattr(scratch_module, "base_dir", lambda: scratch)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(InitrdError, match="package database"):

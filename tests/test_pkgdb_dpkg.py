@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,72 @@ def test_sysroot_files_are_canonical_and_filtered(fxdb: DpkgDB) -> None:
     assert not [
         p for p in entries if p.startswith(("/usr/share/doc", "/usr/share/man", "/usr/share/locale/"))
     ]
+
+
+# --- a damaged status file is said to be damaged, where, and how to restore it
+
+
+def _status_root(tmp_path: Path, text: str) -> Path:
+    root = tmp_path / "root"
+    (root / "var/lib/dpkg").mkdir(parents=True)
+    (root / "var/lib/dpkg/status").write_text(text)
+    return root
+
+
+def _host_status() -> str:
+    return Path("/var/lib/dpkg/status").read_text(errors="replace")
+
+
+def _garbage_inside(text: str) -> str:
+    at = text.index("\n\n", len(text) // 2) + 2
+    return text[:at] + "\x00\x17\x93 garbage without a field\n" + text[at:]
+
+
+def _cut_mid_line(text: str) -> str:
+    return text[: text.index("\nVersion: ", len(text) // 2) + 6]
+
+
+def _cut_after_package_line(text: str) -> str:
+    return text[: text.index("\nPackage: ", len(text) // 2) + 1] + "Package: half-written\n"
+
+
+@pytest.mark.parametrize(
+    "damage", [_garbage_inside, _cut_mid_line, _cut_after_package_line], ids=["garbage", "cut", "no-status"]
+)
+def test_a_damaged_status_file_is_an_error_naming_it_and_the_line(
+    tmp_path: Path, damage: Callable[[str], str]
+) -> None:
+    root = _status_root(tmp_path, damage(_host_status()))
+    with pytest.raises(
+        InitrdError, match=f"the dpkg database {root}/var/lib/dpkg/status is damaged at line "
+    ):
+        DpkgDB(root)
+
+
+def test_the_damaged_line_is_the_one_named(tmp_path: Path) -> None:
+    text = _garbage_inside(_host_status())
+    n = text[: text.index("\x00\x17")].count("\n") + 1
+    with pytest.raises(InitrdError, match=f"damaged at line {n}: ") as e:
+        DpkgDB(_status_root(tmp_path, text))
+    assert "/var/backups/dpkg.status.0" in e.value.hint
+
+
+def test_a_status_file_without_installed_packages_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(InitrdError, match="lists no installed package"):
+        DpkgDB(_status_root(tmp_path, ""))
+
+
+def test_a_build_on_a_damaged_status_says_so_not_that_systemd_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fixtures.kernel import install_kernel
+    from mkosi_initrd.cli import main
+
+    root = _status_root(tmp_path, _cut_mid_line(_host_status()))
+    (root / "etc").mkdir()
+    shutil.copyfile("/etc/os-release", root / "etc/os-release")
+    install_kernel(root, "1.0")
+    assert main(["plan", "--root", str(root), "-k", "1.0", "--generic"]) == 1
+    err = capsys.readouterr().err
+    assert f"the dpkg database {root}/var/lib/dpkg/status is damaged at line" in err
+    assert "not installed" not in err and "Traceback" not in err

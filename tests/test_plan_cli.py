@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -19,6 +20,11 @@ from mkosi_initrd.errors import InitrdError
 @pytest.fixture(scope="module")
 def root() -> Path:
     return rpm_root()
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 @pytest.fixture
@@ -63,7 +69,13 @@ def test_plan_text_shows_nevra_chain_and_cut_edges(root: Path, capsys: pytest.Ca
 def test_missing_package_fails_naming_it(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "-k", "1.0", "--root", str(root), "--add-package", "no-such-package"]) == 1
     err = capsys.readouterr().err
-    assert "no-such-package" in err and "not installed" in err
+    assert "'no-such-package' (from --add-package) is not installed" in err  # not "(from config)"
+
+
+def test_a_config_files_package_is_from_config(own_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(own_root / "etc/mkosi-initrd/mkosi-initrd.conf", "[Packages]\nPackages=no-such-package\n")
+    assert main(["plan", "-k", "1.0", "--root", str(own_root)]) == 1
+    assert "'no-such-package' (from config) is not installed" in capsys.readouterr().err
 
 
 def test_unknown_distribution_fails_clearly(own_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,19 +86,32 @@ def test_unknown_distribution_fails_clearly(own_root: Path, capsys: pytest.Captu
     assert "no package list for this distribution: ID='plan9'" in capsys.readouterr().err
 
 
-def test_missing_root_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["plan", "-k", "1.0", "--root", str(tmp_path / "nope")]) == 1
-    assert "does not exist" in capsys.readouterr().err
+@pytest.mark.parametrize("kver", [["-k", "1.0"], []], ids=["with-k", "without-k"])
+def test_missing_root_fails_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kver: list[str]
+) -> None:
+    assert main(["plan", *kver, "--root", str(tmp_path / "nope")]) == 1
+    err = capsys.readouterr().err
+    assert f"root {tmp_path / 'nope'} does not exist or is not a directory" in err  # not "no kernel"
+
+
+def test_an_output_in_a_missing_directory_is_refused_before_planning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # This root has neither a package database nor a kernel: planning would fail, so the error shows
+    # which came first.
+    empty = tmp_path / "root"
+    empty.mkdir()
+    out = tmp_path / "no/such/dir/initrd"
+    assert main(["--root", str(empty), "-k", "1.0", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write the output {out}: {out.parent} is not a directory" in err
+    assert not (tmp_path / "no").exists()
 
 
 def test_profile_entries_come_from_the_profile(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "-k", "1.0", "--root", str(root), "--profile", "lvm"]) == 1
     assert "'lvm2' (from profile:lvm) is not installed" in capsys.readouterr().err
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def test_config_files_and_dropins_merge_with_precedence(own_root: Path) -> None:
@@ -200,3 +225,34 @@ def test_a_deleted_config_file_alone_is_a_warning(
     plan = plan_json(capsys, "--root", str(own_root), "--add-package", "fx-app")
     assert plan["errors"] == []
     assert "fx-app-3.0-1.fx.noarch: 1 config files are not in" in "\n".join(plan["warnings"])
+
+
+# --- the top-level guard: a bug is one line naming the kernel, the traceback only with --debug
+
+
+def _a_bug(*args: object, **kw: object) -> NoReturn:
+    raise ZeroDivisionError("division by zero\nin a generated entry")
+
+
+def test_an_unexpected_error_is_one_line_naming_the_kernel_and_saying_it_is_a_bug(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mkosi_initrd.planner import steps
+
+    monkeypatch.setattr(steps, "generated_entries", _a_bug)  # a bug at the planner's last step
+    out = tmp_path / "initrd"
+    out.write_bytes(b"the initrd that booted")
+    build = ["--root", str(root), "-k", "1.0", "--generic", "--no-cache", "-o", str(out)]
+    assert main(build) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "mkosi-initrd: error: building the initrd for kernel 1.0 failed: ZeroDivisionError: division by "
+        "zero in a generated entry (this is a bug in mkosi-initrd, please report it; --debug shows the "
+        "traceback)"
+    ]
+    assert out.read_bytes() == b"the initrd that booted" and os.listdir(tmp_path) == ["initrd"]
+    assert main([*build, "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last):" in err and 'in _a_bug\n    raise ZeroDivisionError("' in err
+    assert err.splitlines()[-1].endswith("(this is a bug in mkosi-initrd, please report it)")
+    assert out.read_bytes() == b"the initrd that booted"

@@ -17,7 +17,9 @@ from mkosi_initrd.config.model import Config
 from mkosi_initrd.config.settings import SETTINGS, Setting, settings_of
 from mkosi_initrd.uki.options import UkiInputs, uki_inputs
 
-NOT_SETTINGS = {"root", "kver", "source_date_epoch", "config_files"}  # the command's, the environment's
+# Config fields that are no setting: the command's, the environment's, and the command line's share
+# of `packages` (errors name --add-package for those).
+NOT_SETTINGS = {"root", "kver", "source_date_epoch", "config_files", "added_packages"}
 
 
 def defaults(cls: type) -> dict[str, object]:

@@ -110,7 +110,13 @@ def make_config(invocation: Invocation, kernel: bool = True) -> Config:
     from mkosi_initrd.config.load import load_config
 
     values = invocation.values
-    root = (values.path("root") or Path("/")).resolve()
+    given = values.path("root") or Path("/")
+    root = given.resolve()
+    if not root.is_dir():
+        raise InitrdError(
+            f"root {given} does not exist or is not a directory",
+            hint="point --root at an installed system (or a sysroot with its package database)",
+        )
     kver = values.text("kver") or (default_kver(root) if kernel else "")
     return load_config(root, kver, values)
 
@@ -123,7 +129,7 @@ def cmd_plan(invocation: Invocation) -> int:
     if invocation.values.flag("packages_only"):
         plan = make_package_plan(make_config(invocation, kernel=False))
     else:
-        plan = make_plan(make_config(invocation))
+        plan = make_plan(make_config(invocation), read_needs=False)  # what files need is for the check only
     if invocation.values.flag("json"):
         json.dump(plan.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -173,22 +179,23 @@ def cmd_inspect(invocation: Invocation) -> int:
     return inspect(path, as_json=bool(values.flag("json")), list_files=bool(values.flag("files")))
 
 
+def subject(invocation: Invocation) -> str:
+    """What the command was doing, for the one line a bug prints (guard.py)."""
+    values = invocation.values
+    if invocation.command == "inspect":
+        return f"inspecting {values.path('file')}"
+    kver = values.text("kver") or default_kver((values.path("root") or Path("/")).resolve())
+    if invocation.command == "plan":
+        return f"planning the initrd for kernel {kver}"
+    return f"building the {'UKI' if values.text('format') == 'uki' else 'initrd'} for kernel {kver}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from mkosi_initrd import guard
+
     invocation = parse_args(sys.argv[1:] if argv is None else argv)
     values = invocation.values
     debug = bool(values.flag("debug")) or os.environ.get("MKOSI_INITRD_DEBUG") == "1"
     logmod.setup(verbose=bool(values.flag("verbose")), debug=debug)
     handler = {"build": cmd_build, "plan": cmd_plan, "inspect": cmd_inspect}[invocation.command]
-    try:
-        return handler(invocation)
-    except InitrdError as e:
-        print(f"mkosi-initrd: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("mkosi-initrd: interrupted", file=sys.stderr)
-        return 130
-    except OSError as e:
-        if debug:
-            raise
-        print(f"mkosi-initrd: error: {e}", file=sys.stderr)
-        return 1
+    return guard.run(lambda: handler(invocation), lambda: subject(invocation), debug=debug)

@@ -34,17 +34,20 @@ from mkosi_initrd.build.inputs import FORMAT, Inputs, input_key, plan_inputs, si
 from mkosi_initrd.build.options import BuildOptions
 from mkosi_initrd.build.store import (
     META,
+    TMP,
     CorruptEntry,
     Settings,
     copy_in,
     copy_verified,
     evict,
     publish,
+    remove_dead_temps,
     remove_entry,
     settings,
 )
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.log import log
+from mkosi_initrd.scratch import scratch_name
 
 if TYPE_CHECKING:
     from mkosi_initrd.plan.model import Plan
@@ -84,12 +87,13 @@ class BuildCache:
             return None
         if not os.access(where.directory, os.W_OK):
             return None
+        remove_dead_temps(where.directory)  # a killed builder's, also when this build is a hit
         return cls(config, options, where)
 
     # -- lookup
 
     def lookup(self) -> Hit | None:
-        """The cached result copied into place, or None (a miss, a stale or a corrupt entry)."""
+        """The cached result copied into place, or None (a miss, a stale, invalid or corrupt entry)."""
         try:
             dfd = os.open(self.entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
@@ -97,44 +101,45 @@ class BuildCache:
             return None
         try:
             return self._lookup(dfd)
+        except Exception as e:  # never a traceback, never a permanent failure: build instead
+            log.warning(
+                "cache entry %s failed (%s: %s; this is a bug): rebuilding", self.entry, type(e).__name__, e
+            )
+            self._discard(dfd)
+            return None
         finally:
             os.close(dfd)
 
     def _lookup(self, dfd: int) -> Hit | None:
+        from mkosi_initrd.build import cachemeta
+
+        # Everything about the entry is checked before anything is written.
         try:
             with open(os.open(META, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dfd)) as f:
-                meta = json.load(f)
-        except (OSError, ValueError) as e:
-            log.warning("cache entry %s is unreadable (%s): rebuilding", self.entry, e)
+                meta = cachemeta.parse(json.load(f), version=FORMAT, key=self.key)
+        except (OSError, ValueError, cachemeta.InvalidEntry) as e:
+            log.warning("cache entry %s is invalid (%s): rebuilding", self.entry, e)
             self._discard(dfd)
             return None
-        if meta.get("format") != FORMAT or meta.get("key") != self.key:
-            self._discard(dfd)
-            return None
-        for path, old in meta["inputs"]:
+        for path, old in meta.inputs:
             if sig(path) != old:
                 log.info("cache: %s changed, rebuilding", path)
                 self._discard(dfd)
                 return None
-        files = meta["files"]
-        microcode = self.options.microcode_output
+        microcode = self.options.microcode_output if "microcode" in meta.files else None
         try:
-            if "microcode" in files and microcode is not None:
-                copy_verified(dfd, "microcode", files["microcode"]["sha256"], microcode)
-            size = copy_verified(dfd, "output", files["output"]["sha256"], self.options.output)
-        except (CorruptEntry, OSError, KeyError) as e:
+            size = copy_verified(dfd, "output", meta.files["output"], self.options.output)
+            if microcode is not None:
+                copy_verified(dfd, "microcode", meta.files["microcode"], microcode)
+        except (CorruptEntry, OSError) as e:
             log.warning("cache entry %s is corrupt (%s): rebuilding", self.entry, e)
             self._discard(dfd)
             return None
-        os.utime(META, dir_fd=dfd)  # least recently used goes first
-        r = meta["result"]
-        return Hit(
-            Path(self.options.output),
-            microcode if "microcode" in files else None,
-            size,
-            r["packages"],
-            r["modules"],
-        )
+        try:
+            os.utime(META, dir_fd=dfd)  # least recently used goes first
+        except OSError:
+            pass
+        return Hit(Path(self.options.output), microcode, size, meta.packages, meta.modules)
 
     def _discard(self, dfd: int) -> None:
         """Remove the entry `dfd` refers to, unless another builder has replaced it meanwhile."""
@@ -158,12 +163,14 @@ class BuildCache:
             self._store(self.inputs, output, microcode, packages, modules)
         except OSError as e:
             log.warning("cannot store the build in the cache %s: %s", self.where.directory, e)
+        except Exception as e:  # the build itself succeeded: its output stands
+            log.warning("cannot store the build in the cache (%s: %s; this is a bug)", type(e).__name__, e)
 
     def _store(
         self, inputs: Inputs, output: Path, microcode: Path | None, packages: int, modules: int
     ) -> None:
         top = self.where.directory
-        tmp = top / f".tmp-{os.getpid()}-{os.urandom(4).hex()}"
+        tmp = top / scratch_name(TMP)
         tmp.mkdir(mode=0o700)
         try:
             files = {"output": copy_in(output, tmp / "output")}

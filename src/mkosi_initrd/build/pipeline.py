@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mkosi_initrd import scratch
 from mkosi_initrd.build.options import BuildOptions, BuildResult
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.image.atomic import atomic_write
 from mkosi_initrd.log import log
+from mkosi_initrd.scratch import ScratchDir
 
 if TYPE_CHECKING:
     from mkosi_initrd.plan.model import Plan
+
+# What earlier versions left beside the output when killed (tempfile names; scratch.is_stale).
+LEGACY_SCRATCH = (".mkosi-initrd-", ".uki-")
 
 # The image writer and microcode (zstandard, lzma, cpio) are imported where they are used: a
 # cached rebuild (cache.py) needs none of them, and its time budget is mostly imports.
@@ -75,9 +79,10 @@ def _write_uki(config: Config, plan: Plan, options: BuildOptions, early: bytes |
     from mkosi_initrd.uki.options import UkiInputs, uki_options
 
     resolved = options.uki or uki_options(config, UkiInputs(kernel_image=options.kernel_image))
-    out_dir = Path(options.output).absolute().parent
-    with tempfile.TemporaryDirectory(prefix=".mkosi-initrd-", dir=out_dir) as tmp:
-        initrd = Path(tmp) / "initrd"
+    # The UKI's initrd and microcode, before they go into it: in scratch space (scratch.py), not
+    # beside the output (an ESP has no room for a killed build's 30 MB).
+    with ScratchDir(scratch.UKI) as tmp:
+        initrd = tmp / "initrd"
         stats = write_initrd(
             plan.entries,
             initrd,
@@ -90,16 +95,38 @@ def _write_uki(config: Config, plan: Plan, options: BuildOptions, early: bytes |
         )
         ucode = None
         if early:
-            ucode = Path(tmp) / "microcode"
+            ucode = tmp / "microcode"
             ucode.write_bytes(early)
         build_uki(config, resolved, [initrd], options.output, microcode=ucode)
     steps.done("UKI")
     return Path(options.output).stat().st_size
 
 
+def check_outputs(options: BuildOptions) -> None:
+    """Before anything is planned: every output goes into a directory that exists."""
+    for what, path in (("output", options.output), ("microcode output", options.microcode_output)):
+        if path is None:
+            continue
+        parent = Path(path).absolute().parent
+        if not parent.is_dir():
+            raise InitrdError(
+                f"cannot write the {what} {path}: {parent} is not a directory",
+                hint=f"create {parent} first, or choose another path",
+            )
+
+
+def _remove_stale_scratch(options: BuildOptions) -> None:
+    scratch.remove_all_stale()
+    out_dir = Path(options.output).absolute().parent
+    for prefix in LEGACY_SCRATCH:
+        scratch.remove_stale(out_dir, prefix)
+
+
 def build(config: Config, options: BuildOptions) -> BuildResult:
     from mkosi_initrd.build.cache import BuildCache
 
+    check_outputs(options)
+    _remove_stale_scratch(options)
     steps = _Steps()
     cache = BuildCache.open(config, options)
     if cache and (hit := cache.lookup()):
@@ -107,7 +134,7 @@ def build(config: Config, options: BuildOptions) -> BuildResult:
         return BuildResult(hit.output, hit.microcode, hit.size, hit.packages, hit.modules)
     from mkosi_initrd.planner.steps import make_plan
 
-    plan = make_plan(config)
+    plan = make_plan(config, read_needs=options.check)
     stop_on_errors(plan)
     if cache:
         cache.record(plan)  # the inputs' signatures as planned, before the files are read
@@ -116,10 +143,20 @@ def build(config: Config, options: BuildOptions) -> BuildResult:
     )
     for w in plan.warnings:
         log.warning("%s", w)
+    if options.check:
+        from mkosi_initrd.build.check import require_bootable
+
+        require_bootable(plan)
+        steps.done("pre-flight check")
+    else:
+        log.warning("the pre-flight check is off (--no-check): the image is written unchecked")
     size, microcode = write_outputs(config, plan, options, steps)
-    if cache:
+    # Only checked builds are cached: a checked build must never be served an unchecked image.
+    if cache and options.check:
         cache.store(options.output, microcode, len(plan.packages), len(plan.modules))
-    return BuildResult(Path(options.output), microcode, size, len(plan.packages), len(plan.modules))
+    return BuildResult(
+        Path(options.output), microcode, size, len(plan.packages), len(plan.modules), checked=options.check
+    )
 
 
 def files_absent(plan: Plan) -> str:

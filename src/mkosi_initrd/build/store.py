@@ -10,8 +10,13 @@ import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mkosi_initrd.log import log
+from mkosi_initrd.scratch import remove_stale, scratch_name
+
+if TYPE_CHECKING:
+    from mkosi_initrd.build.cachemeta import CachedFile
 
 DEFAULT_DIR = Path("/var/cache/mkosi-initrd")
 
@@ -30,6 +35,7 @@ _CHUNK = 1 << 20
 
 _MODE = 0o600
 META = "meta.json"  # an entry's description; its mtime is when it was last used
+TMP, TRASH = ".tmp-", ".trash-"  # + scratch.py's PID-START-RANDOM
 
 
 class CorruptEntry(Exception):
@@ -59,7 +65,7 @@ def settings(directory: Path | None = None, environ: Mapping[str, str] | None = 
     return Settings(d, parse_size(env[ENV_MAX]) if env.get(ENV_MAX) else DEFAULT_MAX_BYTES)
 
 
-def copy_verified(dir_fd: int, name: str, digest: str, target: Path) -> int:
+def copy_verified(dir_fd: int, name: str, want: CachedFile, target: Path) -> int:
     """Copy a cached file to `target` atomically, checking its digest on the way; returns its size.
 
     The copy stays in the kernel (copy_file_range) while a thread hashes the same bytes through
@@ -73,7 +79,7 @@ def copy_verified(dir_fd: int, name: str, digest: str, target: Path) -> int:
         with ThreadPoolExecutor(1) as pool, atomic_write(target, _MODE) as out:
             hashed = pool.submit(_digest_fd, src)
             size = _copy_fd(src, out.fileno())
-            if hashed.result() != (digest, size):
+            if hashed.result() != (want.sha256, size) or size != want.size:
                 raise CorruptEntry(f"{name}: checksum mismatch")
     finally:
         os.close(src)
@@ -141,7 +147,7 @@ def publish(tmp: Path, entry: Path, top: Path) -> None:
 
 def remove_entry(entry: Path, top: Path) -> None:
     """Move an entry out of the way (atomic), then delete it: readers never see half an entry."""
-    trash = top / f".trash-{os.getpid()}-{os.urandom(4).hex()}"
+    trash = top / scratch_name(TRASH)
     try:
         os.rename(entry, trash)
     except OSError:
@@ -180,7 +186,7 @@ def _files(d: Path) -> Iterable[Path]:
 def evict(top: Path, max_bytes: int, keep: str = "") -> list[Path]:
     """Remove least recently used entries until the cache holds at most `max_bytes`; also temps
     and trash of builders that died."""
-    _remove_dead_temps(top)
+    remove_dead_temps(top)
     found = sorted(entries(top), key=lambda e: e.used)
     total = sum(e.size for e in found)
     removed = []
@@ -196,8 +202,7 @@ def evict(top: Path, max_bytes: int, keep: str = "") -> list[Path]:
     return removed
 
 
-def _remove_dead_temps(top: Path) -> None:
-    for p in top.glob(".*-*-*"):
-        pid = p.name.split("-")[1]
-        if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
-            shutil.rmtree(p, ignore_errors=True)
+def remove_dead_temps(top: Path) -> None:
+    """Half-written entries and trash of builders that died (scratch.py's stale check)."""
+    for prefix in (TMP, TRASH):
+        remove_stale(top, prefix)

@@ -36,6 +36,7 @@ def load_config(root: Path, kver: str, cli: Values | None = None) -> Config:
     return Config(
         root=root,
         kver=kver,
+        added_packages=tuple(dict.fromkeys(cli.words("packages"))),
         source_date_epoch=int(sde) if sde.isdigit() else 0,
         config_files=tuple(files),
         **fields,

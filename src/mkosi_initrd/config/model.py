@@ -15,6 +15,7 @@ class Config:
     profiles: tuple[str, ...] = ()
     backend: str | None = None  # None: detect from the root
     packages: tuple[str, ...] = ()  # extra package entries (names, provides, paths)
+    added_packages: tuple[str, ...] = ()  # those of `packages` given with --add-package (errors say so)
     remove_packages: tuple[str, ...] = ()
     extra_files: tuple[tuple[str, str], ...] = ()  # (source in root, destination in initrd)
     remove_files: tuple[str, ...] = ()  # globs

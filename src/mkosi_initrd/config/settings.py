@@ -116,6 +116,10 @@ SETTINGS: tuple[Setting, ...] = (
             default=True, negate=True, commands=("build",), doc="yes/no: the early microcode cpio (x86)"),
     Setting("use_cache", "flag", "do not reuse or store a cached result", ("--no-cache",), default=True,
             negate=True, commands=("build",), target="build"),
+    Setting("check", "flag",
+            "skip the pre-flight check that the image would boot (for experts: an image missing a library, "
+            "a program or a module is written anyway; the summary says it was not checked)",
+            ("--no-check",), default=True, negate=True, commands=("build",), target="build"),
     # --- build --format uki
     Setting("kernel_image", "path", "kernel image (default /usr/lib/modules/KVER/vmlinuz)",
             ("--kernel-image",), commands=("build",), target="uki", group=UKI_GROUP),

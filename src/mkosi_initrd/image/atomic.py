@@ -15,25 +15,16 @@ import errno
 import glob
 import os
 import secrets
-import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import BinaryIO
 
 from mkosi_initrd.errors import InitrdError
+from mkosi_initrd.interrupt import Interrupted, signals_raise
 
 MODE = 0o600
 TEMP_SUFFIX = ".tmp"
-
-
-class Interrupted(BaseException):
-    """Raised from a signal handler so that cleanup runs before the process dies."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"signal {signum}")
-        self.signum = signum
+__all__ = ["MODE", "Interrupted", "atomic_write"]
 
 
 def _temp_name(target: Path) -> Path:
@@ -96,31 +87,6 @@ def _open_unnamed(directory: Path, mode: int) -> int | None:
         raise
 
 
-@contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """Turn SIGTERM/SIGINT/SIGHUP into an exception while a named temp file exists."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signum)
-
-    sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    old = {s: signal.signal(s, handler) for s in sigs}
-    try:
-        yield
-    except Interrupted as e:
-        # Cleanup has run; now let the signal do what it would have done.
-        for s, h in old.items():
-            signal.signal(s, h)
-        signal.raise_signal(e.signum)
-        raise
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def _error(target: Path, e: OSError) -> InitrdError:
     hint = "free some space there" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
     return InitrdError(f"cannot write {target}: {e.strerror or e}", hint=hint)
@@ -169,7 +135,7 @@ def _unnamed(fd: int, target: Path, mode: int) -> Iterator[BinaryIO]:
         yield f
         _flush_to_disk(f, mode)
         tmp = _temp_name(target)
-        with _signals_raise():
+        with signals_raise():
             try:
                 try:
                     _link_fd(fd, tmp)
@@ -188,7 +154,7 @@ def _unnamed(fd: int, target: Path, mode: int) -> Iterator[BinaryIO]:
 
 @contextlib.contextmanager
 def _named(target: Path, mode: int) -> Iterator[BinaryIO]:
-    with _signals_raise():
+    with signals_raise():
         tmp = _temp_name(target)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.kernel.index import strip_module_suffix
+from mkosi_initrd.scratch import DEPMOD, ScratchDir
 
 # Copied from the kernel as they are: depmod reads them, modprobe uses modules.builtin*.
 _COPIED = ("modules.builtin", "modules.builtin.modinfo")
@@ -53,13 +53,14 @@ class Regeneration:
 
     def __init__(self, moddir: Path, kver: str, modules: Iterable[tuple[str, Path | bytes]]) -> None:
         self.kver, self.moddir = kver, moddir
-        self._tmp = tempfile.TemporaryDirectory(prefix="mkosi-initrd-depmod-", dir=_scratch_dir())
+        # In /dev/shm (scratch.py): a memory file system; the tree is hundreds of symlinks.
+        self._tmp = ScratchDir(DEPMOD)
         try:
-            self._base = Path(self._tmp.name) / "lib/modules" / kver
+            self._base = self._tmp.path / "lib/modules" / kver
             self._order = _tree(self._base, moddir, list(modules))
-            confdir = Path(self._tmp.name) / "depmod.d"
+            confdir = self._tmp.path / "depmod.d"
             confdir.mkdir()
-            cmd = [find_depmod(), "-C", str(confdir), "-b", self._tmp.name, kver]
+            cmd = [*_with_parent(), find_depmod(), "-C", str(confdir), "-b", str(self._tmp.path), kver]
             self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         except BaseException:
             self._tmp.cleanup()
@@ -79,12 +80,15 @@ class Regeneration:
             out["modules.order"] = self._order.encode()
             return out
         finally:
-            self._tmp.cleanup()
+            self.cancel()
 
     def cancel(self) -> None:
+        """Stop depmod (it must not write into the tree while it is removed) and remove the tree."""
         if self._proc.poll() is None:
             self._proc.kill()
-        self._proc.communicate()
+        self._proc.wait()
+        if self._proc.stderr is not None:
+            self._proc.stderr.close()
         self._tmp.cleanup()
 
 
@@ -111,10 +115,13 @@ def _tree(base: Path, moddir: Path, modules: list[tuple[str, Path | bytes]]) -> 
     return order
 
 
-def _scratch_dir() -> str | None:
-    """A memory file system when there is one: the tree is hundreds of symlinks, deleted at once."""
-    shm = "/dev/shm"
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+def _with_parent() -> list[str]:
+    """A prefix that makes depmod die with the builder: a killed build's depmod must not go on
+    writing into a scratch tree that the next build removes (scratch.py). setpriv (util-linux) sets
+    the parent-death signal and execs depmod; a preexec_fn would do the same but makes Python fork
+    the whole builder instead of vfork (3 ms here, on every build)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def _order(moddir: Path, selected: set[str]) -> str:

@@ -73,7 +73,7 @@ class _Tree:
             )
             self._add("/".join([inside, *rest]), depth + 1)
             return
-        self._file(rel, self.fwdir / rel)
+        self._file(rel, resolve_in_root(self.root, f"{FIRMWARE_DIR}/{rel}"))
 
     def _file(self, rel: str, source: Path) -> None:
         st = source.stat()
@@ -96,6 +96,13 @@ class _Tree:
             path = f"{path}/{part}"
             if path not in self.entries:
                 self.entries[path] = Entry(path=path, mode=stat.S_IFDIR | 0o755, origin="firmware")
+
+
+def inside_tree(name: str) -> bool:
+    """A firmware name (from a module's .modinfo: not ours to trust) that stays in the firmware
+    directory: relative, and no `..` climbing out of it."""
+    normal = posixpath.normpath(name)
+    return bool(name) and not name.startswith("/") and normal != ".." and not normal.startswith("../")
 
 
 def _exists(root: Path, rel: str) -> bool:
@@ -143,13 +150,17 @@ def select_firmware(
     tree = _Tree(root)
     reasons: dict[str, list[str]] = {}
     missing: dict[str, list[str]] = {}
+    warnings: list[str] = []
     for module, name in wants:
+        if not inside_tree(name):
+            warnings.append(f"{module} asks for firmware {name!r}, outside {FIRMWARE_DIR}: ignored")
+            continue
+        name = posixpath.normpath(name)
         hits = find_firmware(root, kver, name)
         if not hits:
             missing.setdefault(name, []).append(module)
         for rel in hits:
             reasons.setdefault(rel, []).append(module)
-    warnings: list[str] = []
     globs = list(globs)
     if globs:
         available = _all_firmware(root)

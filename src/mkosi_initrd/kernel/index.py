@@ -7,8 +7,9 @@ read only for the modules that end up selected (modinfo.py).
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -132,47 +133,114 @@ class KernelIndex:
             yield name, rel, True
 
 
-def _lines(path: Path) -> Iterator[str]:
-    if not path.exists():
-        return
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                yield line
+def _lines(path: Path, text: str | None = None) -> Iterator[str]:
+    if text is None:
+        if not path.exists():
+            return
+        text = path.read_text(encoding="utf-8", errors="replace")
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            yield line
 
 
-def _parse_dep(path: Path) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+def _damaged(path: Path, kver: str, what: str) -> InitrdError:
+    return InitrdError(
+        f"kernel {kver}: {path} is damaged: {what}",
+        hint=f"regenerate it with 'depmod {kver}' (in the root), or reinstall the kernel's modules",
+    )
+
+
+def _read_index(path: Path, kver: str) -> str:
+    """An index file's text; one that does not end with a newline was cut off while written."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if text and not text.endswith("\n"):
+        raise _damaged(path, kver, f"its last line is cut off ({text.rsplit(chr(10), 1)[-1][:60]!r})")
+    return text
+
+
+def _parse_dep(path: Path, kver: str) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """modules.dep: `relpath: dep-relpath ...` for every module. Anything else is damage, never an
+    empty or smaller selection: a line that is no such line, a dependency without a line of its
+    own (depmod writes one for every module: lines are missing)."""
     paths: dict[str, str] = {}
     deprels: dict[str, list[str]] = {}
     names: dict[str, str] = {}  # relpath → name; dependencies repeat the same paths
-    for line in _lines(path):
-        rel, _, rest = line.partition(":")
+    for n, line in enumerate(_read_index(path, kver).splitlines(), 1):
+        rel, sep, rest = line.partition(":")
+        if not sep or ":" in rest or not rel.endswith(MODULE_SUFFIXES) or " " in rel:
+            if line.strip():
+                raise _damaged(path, kver, f"line {n} is not a module and its dependencies: {line[:80]!r}")
+            continue
         name = names[rel] = module_name(rel)
         paths[name] = rel
         deprels[name] = rest.split()
-    deps = {
-        name: tuple(names[r] if r in names else module_name(r) for r in rels)
-        for name, rels in deprels.items()
-    }
+    deps_named = set().union(*deprels.values())
+    bad = next((d for d in deps_named if not d.endswith(MODULE_SUFFIXES)), None)
+    if bad is not None:
+        raise _damaged(path, kver, f"{bad[:80]!r} is not a module file")
+    lost = deps_named - names.keys()
+    if lost:
+        what = f"{len(lost)} module(s) are dependencies without a line of their own, e.g. {min(lost)}"
+        raise _damaged(path, kver, what)
+    deps = {name: tuple(names[r] for r in rels) for name, rels in deprels.items()}
     return paths, deps
 
 
-def _parse_builtin_modinfo(path: Path) -> dict[str, ModInfo]:
+def _check_complete(moddir: Path, kver: str, paths: dict[str, str]) -> None:
+    """modules.dep lists every installed module that modules.order (the kernel build's list) names;
+    with no modules.order, it lists some module if the kernel has any."""
+    dep = moddir / "modules.dep"
+    order = moddir / "modules.order"
+    if order.exists():
+        # modules.order names `.ko` files, modules.dep the installed (maybe compressed) ones.
+        listed = {rel[: rel.rindex(".ko") + 3] for rel in paths.values()}
+        for rel in sorted(set(_read_index(order, kver).split()) - listed):
+            stem = strip_module_suffix(rel)
+            if any((moddir / f"{stem}{s}").exists() for s in MODULE_SUFFIXES):
+                raise _damaged(
+                    dep, kver, f"it has no line for the installed module {rel} (modules.order does)"
+                )
+    elif not paths and _has_module_file(moddir / "kernel"):
+        raise _damaged(dep, kver, f"it lists no module, but {moddir}/kernel has module files")
+
+
+def _has_module_file(top: Path) -> bool:
+    for _dirpath, _dirnames, filenames in os.walk(top):
+        if any(f.endswith(MODULE_SUFFIXES) for f in filenames):
+            return True
+    return False
+
+
+def _index_lines(path: Path, kver: str, valid: Callable[[str], bool]) -> list[str]:
+    """The lines of an optional index file, each of which must be `valid`."""
+    if not path.exists():
+        return []
+    lines = list(_lines(path, _read_index(path, kver)))
+    bad = next((line for line in lines if not valid(line)), None)
+    if bad is not None:
+        raise _damaged(path, kver, f"{bad[:80]!r} is not one of its lines")
+    return lines
+
+
+def _parse_builtin_modinfo(path: Path, kver: str) -> dict[str, ModInfo]:
     """`modname.key=value\\0...`: the .modinfo of every built-in module in one file."""
     if not path.exists():
         return {}
+    data = path.read_bytes()
+    if data and not data.endswith(b"\0"):
+        raise _damaged(path, kver, "its last entry is cut off")
     per_module: dict[str, list[bytes]] = {}
-    for item in path.read_bytes().split(b"\0"):
+    for item in data.split(b"\0"):
         mod, dot, kv = item.partition(b".")
         if dot and b"=" in kv:
             per_module.setdefault(normalize(mod.decode(errors="replace")), []).append(kv)
     return {m: parse_modinfo(b"\0".join(kvs)) for m, kvs in per_module.items()}
 
 
-def _parse_softdep(path: Path) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+def _parse_softdep(path: Path, kver: str) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     out: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    for line in _lines(path):
+    for line in _index_lines(path, kver, lambda line: line.startswith("softdep ")):
         words = line.split(None, 2)
         if len(words) == 3 and words[0] == "softdep":
             pre, post = parse_softdep(words[2])
@@ -181,9 +249,9 @@ def _parse_softdep(path: Path) -> dict[str, tuple[tuple[str, ...], tuple[str, ..
     return out
 
 
-def _parse_weakdep(path: Path) -> dict[str, tuple[str, ...]]:
+def _parse_weakdep(path: Path, kver: str) -> dict[str, tuple[str, ...]]:
     out: dict[str, tuple[str, ...]] = {}
-    for line in _lines(path):
+    for line in _index_lines(path, kver, lambda line: line.startswith("weakdep ")):
         words = line.split()
         if len(words) >= 3 and words[0] == "weakdep":
             out[normalize(words[1])] = out.get(normalize(words[1]), ()) + tuple(words[2:])
@@ -193,12 +261,15 @@ def _parse_weakdep(path: Path) -> dict[str, tuple[str, ...]]:
 _ALIAS_LINE = re.compile(r"^alias ([^*?\[\s]*)(\S*) (\S+)", re.M)
 
 
-def _alias_table(alias_file: Path, builtin_info: dict[str, ModInfo]) -> AliasTable:
+def _alias_table(alias_file: Path, kver: str, builtin_info: dict[str, ModInfo], modules: int) -> AliasTable:
     """One regex pass splits each alias into its literal prefix and the rest (26k lines: ~0.03 s)."""
     table = AliasTable()
     exact, by_prefix = table.exact, table.by_prefix
-    text = alias_file.read_text(errors="replace") if alias_file.exists() else ""
-    for prefix, rest, module in _ALIAS_LINE.findall(text):
+    text = _read_index(alias_file, kver) if alias_file.exists() else ""
+    found = _ALIAS_LINE.findall(text)
+    if text and not found and modules:
+        raise _damaged(alias_file, kver, f"it has no alias line, for {modules} modules")
+    for prefix, rest, module in found:
         module = module.replace("-", "_")
         prefix = prefix.replace("-", "_")
         if not rest:
@@ -213,24 +284,27 @@ def _alias_table(alias_file: Path, builtin_info: dict[str, ModInfo]) -> AliasTab
 
 
 def load_index(moddir: Path, kver: str) -> KernelIndex:
-    """Read the index files of one kernel; a directory without modules.dep is an error."""
+    """Read the index files of one kernel; a directory without modules.dep, or an index file that
+    does not parse, is an error naming the file (never a smaller selection)."""
     if not (moddir / "modules.dep").exists():
         raise InitrdError(
             f"kernel {kver}: no modules.dep in {moddir}",
             hint=f"install the kernel's modules, or run 'depmod {kver}' in the root",
         )
-    paths, deps = _parse_dep(moddir / "modules.dep")
-    builtin = {module_name(rel): rel for rel in _lines(moddir / "modules.builtin")}
-    builtin_info = _parse_builtin_modinfo(moddir / "modules.builtin.modinfo")
+    paths, deps = _parse_dep(moddir / "modules.dep", kver)
+    _check_complete(moddir, kver, paths)
+    builtin_lines = _index_lines(moddir / "modules.builtin", kver, lambda line: line.endswith(".ko"))
+    builtin = {module_name(rel): rel for rel in builtin_lines}
+    builtin_info = _parse_builtin_modinfo(moddir / "modules.builtin.modinfo", kver)
     return KernelIndex(
         kver=kver,
         moddir=moddir,
         paths=paths,
         deps=deps,
         builtin=builtin,
-        softdeps=_parse_softdep(moddir / "modules.softdep"),
-        weakdeps=_parse_weakdep(moddir / "modules.weakdep"),
-        aliases=_alias_table(moddir / "modules.alias", builtin_info),
+        softdeps=_parse_softdep(moddir / "modules.softdep", kver),
+        weakdeps=_parse_weakdep(moddir / "modules.weakdep", kver),
+        aliases=_alias_table(moddir / "modules.alias", kver, builtin_info, len(paths)),
         builtin_info=builtin_info,
     )
 

@@ -140,5 +140,6 @@ def start_kernel(config: Config) -> PendingKernel:
         entries=(*entries.values(), *fw.entries),
         warnings=selection.warnings + fw.warnings,
         builtin=tuple(sorted(selection.builtin)),
+        required_modules=selection.required,
     )
     return PendingKernel(part, Regeneration(index.moddir, index.kver, sources))

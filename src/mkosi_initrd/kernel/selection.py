@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,9 @@ from mkosi_initrd.host import probes
 from mkosi_initrd.kernel.index import KernelIndex, normalize, strip_module_suffix
 from mkosi_initrd.kernel.modinfo import COMPRESSED_SUFFIXES, ModInfo, read_modinfo
 from mkosi_initrd.kernel.patterns import Pattern, PatternSet, compile_pattern, matches, module_key
+from mkosi_initrd.kernel.required import required_modules
 from mkosi_initrd.log import log
+from mkosi_initrd.plan.model import RequiredModule
 from mkosi_initrd.resources import read_list, resource_dir
 
 
@@ -38,6 +41,7 @@ class Selection:
     builtin: dict[str, str]
     info: dict[str, ModInfo]
     warnings: tuple[str, ...]
+    required: tuple[RequiredModule, ...] = ()  # what the pre-flight check holds the image to
 
 
 def _profile_lists(config: Config, stem: str) -> list[Pattern]:
@@ -153,10 +157,10 @@ def _read_all(index: KernelIndex, names: list[str]) -> list[ModInfo]:
     return [read_modinfo(p) for p in paths]
 
 
-def _host_wants(config: Config, index: KernelIndex) -> list[probes.Want]:
-    """What this host needs: its root stack and file systems as they are, and of its own modules
-    those in the boot classes (a module by name, a device's modalias resolved to its modules)."""
-    wants = list(probes.needed(config.root, config.sysfs, config.procfs))
+def _host_wants(config: Config, index: KernelIndex, needed: list[probes.Want]) -> list[probes.Want]:
+    """What this host needs (`needed`: its root stack and file systems as they are), and of its own
+    modules those in the boot classes (a module by name, a device's modalias resolved to its modules)."""
+    wants = list(needed)
     classes = host_classes(config)
 
     def boot_class(name: str) -> bool:
@@ -190,8 +194,11 @@ def select_modules(config: Config, index: KernelIndex) -> Selection:
             continue  # the host probes add it back if this host needs it
         else:
             chosen.append((name, p.reason))
-    wants = _host_wants(config, index) if not config.generic else []
-    return close(index, sorted(chosen), wants, excluded)
+    needed = [] if config.generic else list(probes.needed(config.root, config.sysfs, config.procfs))
+    wants = _host_wants(config, index, needed) if not config.generic else []
+    selection = close(index, sorted(chosen), wants, excluded)
+    required = required_modules(config, index, needed, excluded)
+    return dataclasses.replace(selection, required=required)
 
 
 def _host_only_omit(config: Config) -> PatternSet | None:

@@ -103,25 +103,25 @@ def inspect(req: Request, ctx: Context) -> int:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    from mkosi_initrd import guard
+
     env = os.environ if environ is None else environ
     req = parse_argv(sys.argv[1:] if argv is None else argv)
-    try:
+    debug = env.get("MKOSI_INITRD_DEBUG") == "1"
+
+    def body() -> int:
         ctx = context_from_env(env)
-        logmod.setup(verbose=ctx.verbose, debug=env.get("MKOSI_INITRD_DEBUG") == "1")
+        logmod.setup(verbose=ctx.verbose, debug=debug)
         if req.command == "inspect":
             return inspect(req, ctx)
         return run(req, ctx)
-    except InitrdError as e:
-        print(f"mkosi-initrd: error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        if env.get("MKOSI_INITRD_DEBUG") == "1":
-            raise
-        print(f"mkosi-initrd: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("mkosi-initrd: interrupted", file=sys.stderr)
-        return 130
+
+    return guard.run(
+        body,
+        lambda: f"kernel-install {req.command or '(no command)'} for kernel {req.kver or '?'}",
+        debug=debug,
+        how="MKOSI_INITRD_DEBUG=1",
+    )
 
 
 if __name__ == "__main__":

@@ -47,6 +47,10 @@ def parse_depends(field: str) -> list[Dep]:
     return deps
 
 
+class Damaged(ValueError):
+    """A status line that is neither `Field: value` nor a continuation (the text says which)."""
+
+
 def _parse_stanza(stanza: str) -> dict[str, str]:
     """Fields of one status stanza; of the multi-line fields only Conffiles is kept (the
     descriptions are most of the file and never needed)."""
@@ -54,12 +58,29 @@ def _parse_stanza(stanza: str) -> dict[str, str]:
     key = ""
     for line in stanza.split("\n"):
         if line[:1] in (" ", "\t"):
+            if not key:
+                raise Damaged(line)
             if key == "Conffiles":
                 fields[key] += "\n" + line.strip()
-        elif ":" in line:
+        elif ":" in line and " " not in line.partition(":")[0]:
             key, _, value = line.partition(":")
             fields[key] = value.strip()
+        elif line:
+            raise Damaged(line)
+    if fields and ("Package" not in fields or "Status" not in fields):
+        raise Damaged(stanza.split("\n", 1)[0])
     return fields
+
+
+def _damaged(status: Path, text: str, line: str) -> InitrdError:
+    at = text.find(line)
+    n = text.count("\n", 0, at) + 1 if at >= 0 else 0
+    where = f"line {n}" if n else "its end"
+    return InitrdError(
+        f"the dpkg database {status} is damaged at {where}: {line[:80]!r}",
+        hint=f"restore it from {status.parent.parent.parent}/backups/dpkg.status.0 (dpkg's daily copy), "
+        "or repair it with dpkg; then build again",
+    )
 
 
 def _is_installed(status: str) -> bool:
@@ -85,9 +106,21 @@ class DpkgDB:
         self._provides: dict[str, list[tuple[Package, Dep]]] = {}
         self._file_index: dict[str, list[Package]] | None = None
         self._known: dict[str, list[str]] = {}  # name or provide → packages dpkg knows, not installed
+        status = self.admindir / "status"
+        if text and not text.endswith("\n"):
+            raise _damaged(status, text, text.rsplit("\n", 1)[-1])  # cut off while it was written
         for stanza in text.split("\n\n"):
             if stanza.strip():
-                self._add(_parse_stanza(stanza))
+                try:
+                    fields = _parse_stanza(stanza.strip("\n"))
+                except Damaged as e:
+                    raise _damaged(status, text, str(e)) from e
+                self._add(fields)
+        if not self._pkgs:
+            raise InitrdError(
+                f"the dpkg database {status} lists no installed package",
+                hint="point --root at an installed system, or restore the database from /var/backups",
+            )
         self._diversions = self._read_diversions()
         if not self.native_arch and "dpkg" in self._by_name:
             self.native_arch = self._by_name["dpkg"][0].arch  # dpkg itself is always native

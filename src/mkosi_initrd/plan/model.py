@@ -6,6 +6,7 @@ request/config → make_plan() → Plan → image.build_image()
 from __future__ import annotations
 
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,27 @@ class FirmwareChoice:
 
 
 @dataclass(frozen=True)
+class RequiredModule:
+    """A module without which the image cannot mount its root: one of `names` must be in the image
+    or built into the kernel (check.py)."""
+
+    reason: str  # "root: ext4 on /", "generic: fs xfs"
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FileNeeds:
+    """What one file of the image needs from the image when it runs (needs.py reads it)."""
+
+    interpreter: str = ""  # an ELF program's PT_INTERP, a script's #! program
+    needed: tuple[str, ...] = ()  # DT_NEEDED sonames
+    runpath: tuple[str, ...] = ()  # DT_RUNPATH (else DT_RPATH) directories, $ORIGIN unexpanded
+    runs: tuple[str, ...] = ()  # programs a udev rules file or a unit makes something run
+    conditions: tuple[str, ...] = ()  # a unit's Condition*/Assert* paths: without them it never runs
+    elf: bool = False
+
+
+@dataclass(frozen=True)
 class Plan:
     root: Path
     kver: str
@@ -85,6 +107,9 @@ class Plan:
     errors: tuple[str, ...] = ()  # what stops a build of this plan (`plan` still shows it)
     packages_only: bool = False  # no kernel part: `plan --packages-only`
     builtin: tuple[str, ...] = ()  # selected modules that are built into the kernel
+    required_modules: tuple[RequiredModule, ...] = ()
+    # Entry path → what that file needs at run time; None: not read (build/check.py reads it then).
+    needs: Mapping[str, FileNeeds] | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {

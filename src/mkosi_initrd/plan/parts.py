@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.log import log
-from mkosi_initrd.plan.model import CutEdge, Entry, FirmwareChoice, ModuleChoice, PackageChoice, Plan
+from mkosi_initrd.plan.model import (
+    CutEdge,
+    Entry,
+    FirmwareChoice,
+    ModuleChoice,
+    PackageChoice,
+    Plan,
+    RequiredModule,
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,7 @@ class Part:
     missing: tuple[str, ...] = ()
     modules: tuple[ModuleChoice, ...] = ()
     builtin: tuple[str, ...] = ()  # selected modules that are built into the kernel
+    required_modules: tuple[RequiredModule, ...] = ()  # what the pre-flight check holds the image to
     firmware: tuple[FirmwareChoice, ...] = ()
     missing_firmware: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
@@ -71,6 +80,7 @@ def merge(
         errors=tuple(x for p in parts for x in p.errors),
         packages_only=packages_only,
         builtin=tuple(x for p in parts for x in p.builtin),
+        required_modules=tuple(x for p in parts for x in p.required_modules),
     )
 
 

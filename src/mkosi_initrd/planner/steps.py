@@ -6,6 +6,7 @@ which the generated entries (generated.py) then see whole, for the manifest and 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from mkosi_initrd import osrelease
@@ -19,13 +20,16 @@ from mkosi_initrd.packages import closure, files
 from mkosi_initrd.packages.database import open_db
 from mkosi_initrd.plan.model import PackageChoice, Plan
 from mkosi_initrd.plan.parts import Part, add_entries, merge
+from mkosi_initrd.planner import needs
 from mkosi_initrd.planner.dlopen import dlopen_libraries
 from mkosi_initrd.planner.effective import effective_config
 from mkosi_initrd.planner.generated import generated_entries
 from mkosi_initrd.resources import read_list, resource_dir
 
 
-def make_plan(config: Config) -> Plan:
+def make_plan(config: Config, *, read_needs: bool = True) -> Plan:
+    """The plan for `config`; `read_needs`: with what its files need at run time (needs.py), for
+    the pre-flight check."""
     config = effective_config(config)
     os_release = osrelease.read_os_release(config.root)
     # The kernel first: depmod then writes the subset's module index on another core while the
@@ -39,7 +43,8 @@ def make_plan(config: Config) -> Plan:
         raise
     extra = Part(entries=tuple(files.extra_entries(config.root, config.extra_files)))
     plan = merge(config, os_release, [packages, kernel_part, host_config(config), extra])
-    return add_entries(plan, generated_entries(config, plan))
+    plan = add_entries(plan, generated_entries(config, plan))
+    return dataclasses.replace(plan, needs=needs.scan(plan.entries)) if read_needs else plan
 
 
 def make_package_plan(config: Config) -> Plan:
@@ -75,7 +80,10 @@ def requests(config: Config, family: str) -> list[closure.Request]:
             closure.Request.parse(e, f"profile:{p}")
             for e in read_list(f"packages/{family}/profiles/{p}.list")
         ]
-    reqs += [closure.Request.parse(e, "config") for e in config.packages]
+    reqs += [
+        closure.Request.parse(e, "--add-package" if e in config.added_packages else "config")
+        for e in config.packages
+    ]
     return reqs
 
 

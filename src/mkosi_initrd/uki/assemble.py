@@ -10,16 +10,17 @@ so a configuration error never leaves output behind.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import pefile
 
+from mkosi_initrd import scratch
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.image.atomic import atomic_write
 from mkosi_initrd.log import log
+from mkosi_initrd.scratch import ScratchDir
 from mkosi_initrd.uki import pe as pemod
 from mkosi_initrd.uki import sign
 from mkosi_initrd.uki.options import UkiOptions
@@ -121,9 +122,8 @@ def build_uki(
             pemod.add_sections(stub_data, sections, out, what)
         log.info("wrote unsigned UKI %s", output)
         return
-    # The signing tools work on named files: those live in a private directory beside the output.
-    with tempfile.TemporaryDirectory(prefix=".uki-", dir=output.absolute().parent) as tmpdir:
-        tmp = Path(tmpdir)
+    # The signing tools work on named files: those live in a private scratch directory.
+    with ScratchDir(scratch.SIGN) as tmp:
         kernel_path = _kernel_for_linux_section(options.signing, options.kernel_image, tmp)
         sections = _sections(options, stub, kernel_path, initrds, microcode)
         unsigned = tmp / "uki.unsigned.efi"
