@@ -99,7 +99,7 @@ def _build_options(p: argparse.ArgumentParser) -> None:
     uki.add_argument(
         "--kernel-image", type=Path, help="kernel image (default /usr/lib/modules/KVER/vmlinuz)"
     )
-    uki.add_argument("--cmdline", help="kernel command line (default: /etc/kernel/cmdline, /proc/cmdline)")
+    uki.add_argument("--cmdline", help="kernel command line (default: the root's /etc/kernel/cmdline, /usr/lib/kernel/cmdline; /proc/cmdline only for --root /)")
     uki.add_argument("--stub", type=Path, help="systemd-stub to use")
     uki.add_argument("--os-release", type=Path, help="os-release for .osrel (default: the root's)")
     uki.add_argument("--splash", type=Path, help="splash image (.bmp)")
