@@ -83,6 +83,17 @@ def test_profile_entries_come_from_the_profile(root: Path, capsys: pytest.Captur
     assert "'lvm2' (from profile:lvm) is not installed" in capsys.readouterr().err
 
 
+def test_remove_package_takes_out_list_entries_too(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # lvm2 is the lvm profile's entry and not installed here: naming it lets the profile build.
+    plan = plan_json(capsys, "--root", str(root), "--profile", "lvm", "--remove-package", "lvm2")
+    names = {p["name"] for p in plan["packages"]}
+    assert "lvm2" not in plan["missing"] and "systemd" in names
+    # gzip is an installed base.list entry: removed, it is neither planned nor reported missing.
+    assert "gzip" in names
+    plan = plan_json(capsys, "--root", str(root), "--remove-package", "gzip")
+    assert "gzip" not in {p["name"] for p in plan["packages"]} and "gzip" not in plan["missing"]
+
+
 def write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

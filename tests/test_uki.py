@@ -252,9 +252,7 @@ def test_sysroot_with_empty_conf_root_is_refused(config: Config, tmp_path: Path)
         options(config, {"KERNEL_INSTALL_CONF_ROOT": str(conf_root)})
 
 
-def test_running_system_falls_back_to_proc_without_boot_image_and_initrd(
-    root: Path, tmp_path: Path
-) -> None:
+def test_running_system_falls_back_to_proc_without_boot_image_and_initrd(root: Path, tmp_path: Path) -> None:
     # The running system (--root /): its own /proc/cmdline, as kernel-install does. An empty conf
     # root keeps this machine's /etc/kernel/cmdline out of the test.
     conf_root = tmp_path / "confroot"

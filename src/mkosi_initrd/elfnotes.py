@@ -6,16 +6,24 @@ alone would fail TPM2/FIDO2/pkcs11 unlocking. systemd (and others) describe thes
 notes of type 0x407c0c0a, owner "FDO", whose payload is a JSON array of
 {"feature", "description", "priority", "soname": [...]}. Each soname found installed in the root
 is wanted in the initrd, together with the libraries it needs itself (DT_NEEDED).
+
+Loaders without notes (systemd before 256, libtss2-tctildr) are described by a data file instead,
+by soname, never by package name (names change: libtss2-mu0 became libtss2-mu-4.0.1-0t64):
+resources/dlopen.list, `LOADER WHEN FEATURE SONAME...`, LOADER a file-name glob. A line counts when
+a file it names is in the initrd and, for WHEN=undeclared, carries no notes of its own: a systemd
+that declares its dlopen()s is taken at its word.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import mmap
 import os
+import re
 import stat
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -200,29 +208,88 @@ def scan(entries: Iterable[Entry]) -> list[DlopenNote]:
     return out
 
 
-def dlopen_libraries(root: Path, entries: Iterable[Entry]) -> tuple[list[str], list[DlopenNote]]:
+@dataclass(frozen=True)
+class Fallback:
+    """A dlopen() its loader does not declare (a line of resources/dlopen.list)."""
+
+    loader: str  # file-name glob: libsystemd-shared-*.so
+    always: bool  # False: only for a loader without notes of its own
+    feature: str
+    sonames: tuple[str, ...]  # alternatives, as in a note
+
+    @classmethod
+    def parse(cls, line: str) -> Fallback:
+        loader, when, feature, *sonames = line.split()
+        if when not in ("always", "undeclared") or not sonames:
+            raise ValueError(f"dlopen.list: bad line {line!r}")
+        return cls(loader, when == "always", feature, tuple(sonames))
+
+
+def _fallback_notes(
+    root: Path, fallbacks: Sequence[Fallback], paths: Iterable[str], noted: set[str]
+) -> list[DlopenNote]:
+    """Notes for the fallback lines whose loader is among `paths` (initrd paths) without notes."""
+    if not fallbacks:
+        return []
+    # One pattern for all loaders: a few thousand paths are matched once each.
+    any_loader = re.compile("|".join(fnmatch.translate(fb.loader) for fb in fallbacks))
+    out = []
+    for path in sorted(set(paths)):
+        name = path.rsplit("/", 1)[-1]
+        if not any_loader.match(name):
+            continue
+        declares = path in noted or bool(notes_of(resolve_in_root(root, path)))
+        out += [
+            DlopenNote(path, fb.feature, "recommended", fb.sonames)
+            for fb in fallbacks
+            if fnmatch.fnmatchcase(name, fb.loader) and (fb.always or not declares)
+        ]
+    return out
+
+
+def dlopen_libraries(
+    root: Path, entries: Iterable[Entry], fallbacks: Sequence[Fallback] = ()
+) -> tuple[list[str], list[DlopenNote]]:
     """Library paths in the root wanted by the notes of `entries` (plus their DT_NEEDED closure),
-    and the notes none of whose sonames is installed."""
+    and the notes none of whose sonames is installed. `fallbacks` stand in for the notes of
+    loaders that have none, also where a loader comes in as a wanted library's DT_NEEDED."""
     entries = list(entries)
     have = {e.path for e in entries}
+    notes = scan(entries)
+    noted = {n.binary for n in notes}
+    files = [e.path for e in entries if e.source is not None and stat.S_ISREG(e.mode)]
     wanted: list[str] = []
     unmet: list[DlopenNote] = []
-    queue: list[str] = []
-    for note in scan(entries):
-        found = [p for p in (find_library(root, s) for s in note.sonames) if p]
-        if not found:
-            unmet.append(note)
-        queue += found
     seen: set[str] = set()
+    checked: set[str] = set()
+    pending = notes + _fallback_notes(root, fallbacks, files, noted)
+    checked.update(files)
+    while pending:
+        queue: list[str] = []
+        for note in pending:
+            found = [p for p in (find_library(root, s) for s in note.sonames) if p]
+            if not found:
+                unmet.append(note)
+            queue += found
+        added = _needed_closure(root, queue, seen)
+        wanted += [p for p in added if p not in have]
+        fresh = [p for p in added if p not in checked]
+        checked.update(fresh)
+        pending = _fallback_notes(root, fallbacks, fresh, noted)
+    return sorted(set(wanted)), unmet
+
+
+def _needed_closure(root: Path, queue: list[str], seen: set[str]) -> list[str]:
+    """`queue` and the libraries they need (DT_NEEDED), transitively, skipping `seen` (updated)."""
+    out = []
     while queue:
         p = queue.pop(0)
         if p in seen:
             continue
         seen.add(p)
-        if p not in have:
-            wanted.append(p)
+        out.append(p)
         for so in needed(resolve_in_root(root, p)):
             lib = find_library(root, so)
             if lib and lib not in seen:
                 queue.append(lib)
-    return sorted(set(wanted)), unmet
+    return out

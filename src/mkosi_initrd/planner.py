@@ -69,8 +69,10 @@ def make_package_plan(config: Config) -> Plan:
 
 
 def dlopen_step(config: Config, os_release: dict[str, str], packages: Part) -> Part:
-    """The packages again, if included programs dlopen() libraries (.note.dlopen) that are installed."""
-    wanted, unmet = elfnotes.dlopen_libraries(config.root, packages.entries)
+    """The packages again, if included programs dlopen() libraries (.note.dlopen, or dlopen.list for
+    loaders that declare nothing) that are installed."""
+    fallbacks = [elfnotes.Fallback.parse(line) for line in read_list("dlopen.list")]
+    wanted, unmet = elfnotes.dlopen_libraries(config.root, packages.entries, fallbacks)
     for n in unmet:
         log.debug("%s: dlopen %s (%s), not installed: %s", n.binary, n.feature, n.priority, n.sonames)
     if not wanted:
@@ -81,7 +83,7 @@ def dlopen_step(config: Config, os_release: dict[str, str], packages: Part) -> P
 
 def requests(config: Config, family: str) -> list[closure.Request]:
     """The base list of the family, its file-system tools, the profiles' lists, then the config's and
-    command line's entries."""
+    command line's entries; less the entries named by RemovePackages=."""
     reqs = [closure.Request.parse(e, "list") for e in read_list(f"packages/{family}/base.list")]
     reqs += filesystem_tools(config, family)
     for p in config.profiles:
@@ -90,7 +92,9 @@ def requests(config: Config, family: str) -> list[closure.Request]:
             for e in read_list(f"packages/{family}/profiles/{p}.list")
         ]
     reqs += [closure.Request.parse(e, "config") for e in config.packages]
-    return reqs
+    # --remove-package takes a list entry out too: naming it is how one drops a wanted package.
+    removed = set(config.remove_packages)
+    return [r for r in reqs if r.entry not in removed]
 
 
 def filesystem_table(family: str) -> list[tuple[str, closure.Request]]:
