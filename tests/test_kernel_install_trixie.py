@@ -33,7 +33,7 @@ SRC = str(Path(__file__).parents[1] / "src")
 BOOT_ROOT = "/boot/efi"
 CMDLINE = f"root=UUID={ROOT_UUID} ro"
 MASK_55 = "ln -s /dev/null /etc/kernel/install.d/55-initrd.install"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.kernel_install]
 
 
 @pytest.fixture(scope="module")
