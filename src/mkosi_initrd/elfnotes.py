@@ -173,20 +173,55 @@ def _parse_payload(desc: bytes, binary: str) -> list[DlopenNote]:
 
 
 def needed(path: Path) -> list[str]:
-    """DT_NEEDED sonames of an ELF file."""
-    elf = _elf(path)
-    if elf is None:
-        return []
-    from elftools.elf.dynamic import DynamicSection
-
+    """DT_NEEDED sonames of an ELF file, from its SHT_DYNAMIC section and the string table that
+    section links to. Read with a few preads: pyelftools' import and object model cost more than
+    the libraries a dlopen() closure walks (measured: 80 ms for 18 libraries, 45 of them the import)."""
     try:
-        for section in elf.iter_sections():
-            if isinstance(section, DynamicSection):
-                tags: list[Any] = list(section.iter_tags())
-                return [str(t.needed) for t in tags if t.entry.d_tag == "DT_NEEDED"]
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        return _dt_needed(fd)
+    except (OSError, struct.error, IndexError):
         return []
     finally:
-        elf.stream.close()
+        os.close(fd)
+
+
+def _dt_needed(fd: int) -> list[str]:
+    ident = os.pread(fd, 64, 0)
+    if len(ident) < 52 or ident[:4] != b"\x7fELF" or ident[4] not in (1, 2) or ident[5] not in (1, 2):
+        return []
+    end = "<" if ident[5] == 1 else ">"
+    if ident[4] == 2:  # ELF64
+        (shoff,) = struct.unpack_from(end + "Q", ident, 0x28)
+        shentsize, shnum = struct.unpack_from(end + "HH", ident, 0x3A)
+        shdr, dyn = end + "IIQQQQII", end + "qQ"
+    else:
+        (shoff,) = struct.unpack_from(end + "I", ident, 0x20)
+        shentsize, shnum = struct.unpack_from(end + "HH", ident, 0x2E)
+        shdr, dyn = end + "IIIIIIII", end + "iI"
+    if shoff == 0 or shnum == 0:
+        return []  # no section headers (or more than 0xff00 of them): nothing to read here
+    table = os.pread(fd, shentsize * shnum, shoff)
+    # (sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info) of each section
+    sections = [struct.unpack_from(shdr, table, i * shentsize)[1:8] for i in range(shnum)]
+    for sh_type, _flags, _addr, offset, size, link, _info in sections:
+        if sh_type != 6:  # SHT_DYNAMIC
+            continue
+        data = os.pread(fd, size, offset)
+        step = struct.calcsize(dyn)
+        tags = [struct.unpack_from(dyn, data, i) for i in range(0, len(data) - step + 1, step)]
+        _t, _f, _a, str_offset, str_size, _l, _i = sections[link]
+        strings = os.pread(fd, str_size, str_offset)
+        out = []
+        for tag, value in tags:
+            if tag == 0:  # DT_NULL
+                break
+            if tag == 1:  # DT_NEEDED
+                out.append(strings[value : strings.index(b"\0", value)].decode(errors="replace"))
+        return out
+    return []
 
 
 def find_library(root: Path, soname: str) -> str | None:

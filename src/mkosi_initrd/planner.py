@@ -8,7 +8,7 @@ generated /etc/initrd-release over the package's, say); that is logged, never si
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mkosi_initrd import closure, elfnotes, extras, files, hostconfig, hostprobe, kmod, osrelease, rootstack
@@ -44,7 +44,7 @@ def make_plan(config: Config) -> Plan:
     # packages are planned.
     kernel = kmod.start_kernel(config)
     try:
-        parts: list[Any] = [dlopen_step(config, os_release, package_step(config, os_release))]
+        parts: list[Any] = [dlopen_step(config, resolve_packages(config, os_release))]
         parts.append(kernel.result())
     except BaseException:
         kernel.cancel()
@@ -61,24 +61,43 @@ def make_package_plan(config: Config) -> Plan:
     build roots and container images. No modules, firmware, host configuration or generated files."""
     config = hostconfig.with_host_packages(rootstack.with_host_profiles(config))
     os_release = osrelease.read_os_release(config.root)
-    packages = dlopen_step(config, os_release, package_step(config, os_release))
+    packages = dlopen_step(config, resolve_packages(config, os_release))
     return merge(config, os_release, [packages], packages_only=True)
 
 
 # --- step 1: packages
 
 
-def dlopen_step(config: Config, os_release: dict[str, str], packages: Part) -> Part:
-    """The packages again, if included programs dlopen() libraries (.note.dlopen, or dlopen.list for
-    loaders that declare nothing) that are installed."""
+def dlopen_step(config: Config, resolved: Resolved) -> Part:
+    """The packages, and those of the libraries included programs dlopen() (.note.dlopen, or
+    dlopen.list for loaders that declare nothing) that are installed: resolved on top of the package
+    closure, as if they had been list entries."""
     fallbacks = [elfnotes.Fallback.parse(line) for line in read_list("dlopen.list")]
-    wanted, unmet = elfnotes.dlopen_libraries(config.root, packages.entries, fallbacks)
+    wanted, unmet = elfnotes.dlopen_libraries(config.root, resolved.part.entries, fallbacks)
     for n in unmet:
         log.debug("%s: dlopen %s (%s), not installed: %s", n.binary, n.feature, n.priority, n.sonames)
     if not wanted:
-        return packages
+        return resolved.part
     log.info("dlopen notes want %s", " ".join(wanted))
-    return package_step(config, os_release, [closure.Request(path, "dlopen") for path in wanted])
+    prime = getattr(resolved.db, "prime_files", None)
+    if prime is not None:
+        prime(wanted)
+    reqs = [closure.Request(path, "dlopen") for path in wanted]
+    more = closure.resolve(
+        resolved.db, reqs, resolved.excluder, weak_deps=config.weak_deps, seed=resolved.chosen
+    )
+    taken = {e.path for e in resolved.part.entries}
+    extra = package_part(config, resolved, more, taken)
+    part = resolved.part
+    return Part(
+        entries=(*part.entries, *extra.entries),
+        packages=tuple(sorted((*part.packages, *extra.packages), key=lambda c: (c.name, c.nevra))),
+        cut_edges=tuple(sorted((*part.cut_edges, *extra.cut_edges), key=lambda c: (c.package, c.requires))),
+        missing=(*part.missing, *extra.missing),
+        warnings=(*part.warnings, *extra.warnings),
+        options=part.options,
+        errors=(*part.errors, *extra.errors),
+    )
 
 
 def requests(config: Config, family: str) -> list[closure.Request]:
@@ -160,15 +179,48 @@ def exclusions(family: str) -> list[str]:
     return globs
 
 
-def package_step(config: Config, os_release: dict[str, str], extra: Sequence[closure.Request] = ()) -> Part:
+@dataclass(frozen=True)
+class Resolved:
+    """The package step: its part of the plan, and what resolving more on top of it needs."""
+
+    part: Part
+    db: Any  # PackageDB
+    family: str
+    chosen: tuple[closure.Chosen, ...]
+    excluder: closure.Excluder
+    remove_globs: tuple[str, ...]
+
+
+def resolve_packages(config: Config, os_release: dict[str, str]) -> Resolved:
     family = osrelease.family(os_release)
     db = open_db(config.root, config.backend)
     excluder = closure.Excluder(exclusions(family), config.remove_packages)
-    reqs = [*requests(config, family), *extra]
+    reqs = requests(config, family)
+    prime = getattr(db, "prime_files", None)
+    if prime is not None:  # the few file-path entries, without indexing every package's files
+        prime([r.entry for r in reqs if r.entry.startswith("/")])
     result = closure.resolve(db, reqs, excluder, weak_deps=config.weak_deps)
-    remove_globs = [*read_list("remove-files.list"), *profile_removals(config), *config.remove_files]
-    per_pkg, warnings = files.package_entries(config.root, db, result.packages, remove_globs)
-    warnings = [*db.notes, *filesystem_warnings(config, family, result.missing), *warnings]
+    remove_globs = (*read_list("remove-files.list"), *profile_removals(config), *config.remove_files)
+    resolved = Resolved(Part(), db, family, result.packages, excluder, remove_globs)
+    notes = (*db.notes, *filesystem_warnings(config, family, result.missing))
+    return replace(resolved, part=package_part(config, resolved, result, notes=notes))
+
+
+def package_step(config: Config, os_release: dict[str, str]) -> Part:
+    return resolve_packages(config, os_release).part
+
+
+def package_part(
+    config: Config,
+    resolved: Resolved,
+    result: closure.Closure,
+    taken: Iterable[str] = (),
+    notes: Sequence[str] = (),
+) -> Part:
+    """The entries and choices of the packages of `result`; `taken`: paths packages before them own;
+    `notes`: warnings about the database and the list, before those about the packages' files."""
+    db = resolved.db
+    per_pkg, warnings = files.package_entries(config.root, db, result.packages, resolved.remove_globs, taken)
     choices = [
         PackageChoice(c.package.nevra, c.package.name, c.reason, len(pf.entries), pf.bytes)
         for c, pf in zip(result.packages, per_pkg, strict=True)
@@ -178,8 +230,8 @@ def package_step(config: Config, os_release: dict[str, str], extra: Sequence[clo
         packages=tuple(sorted(choices, key=lambda c: (c.name, c.nevra))),
         cut_edges=tuple(sorted(result.cut_edges, key=lambda c: (c.package, c.requires))),
         missing=result.missing,
-        warnings=(*result.warnings, *warnings),
-        options={"backend": db.backend, "family": family, "weak_deps": config.weak_deps},
+        warnings=(*result.warnings, *notes, *warnings),
+        options={"backend": db.backend, "family": resolved.family, "weak_deps": config.weak_deps},
         errors=tuple(e for pf in per_pkg if (e := pf.error(config.root))),
     )
 
