@@ -44,6 +44,8 @@ def test_generic_plan_takes_dlopened_libraries_from_systemds_notes(trixie: Trixi
     assert reasons["systemd-repart"][0] == "list:/usr/bin/systemd-repart"
     # minbase has no less: a convenience, reported, not an error.
     assert "less" in p["missing"] and "less" not in reasons
+    # A library that unlocks disks and is not installed is reported by its soname (no p11-kit here).
+    assert "libp11-kit.so.0" in p["missing"] and "libtss2-esys.so.0" not in p["missing"]
     assert p["os_release"]["VERSION_ID"] == "13" and p["backend"] == "dpkg"
 
 

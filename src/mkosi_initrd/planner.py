@@ -76,8 +76,13 @@ def dlopen_step(config: Config, resolved: Resolved) -> Part:
     wanted, unmet = elfnotes.dlopen_libraries(config.root, resolved.part.entries, fallbacks)
     for n in unmet:
         log.debug("%s: dlopen %s (%s), not installed: %s", n.binary, n.feature, n.priority, n.sonames)
+    # The libraries that unlock disks (the ones dlopen.list names) are reported when missing, by
+    # soname; a systemd's other optional libraries (QR codes, BPF ...) are not worth a line.
+    unlocking = {so for fb in fallbacks for so in fb.sonames}
+    absent = sorted({n.sonames[0] for n in unmet if unlocking & set(n.sonames)})
+    part = replace(resolved.part, missing=(*resolved.part.missing, *absent))
     if not wanted:
-        return resolved.part
+        return part
     log.info("dlopen notes want %s", " ".join(wanted))
     prime = getattr(resolved.db, "prime_files", None)
     if prime is not None:
@@ -86,9 +91,8 @@ def dlopen_step(config: Config, resolved: Resolved) -> Part:
     more = closure.resolve(
         resolved.db, reqs, resolved.excluder, weak_deps=config.weak_deps, seed=resolved.chosen
     )
-    taken = {e.path for e in resolved.part.entries}
+    taken = {e.path for e in part.entries}
     extra = package_part(config, resolved, more, taken)
-    part = resolved.part
     return Part(
         entries=(*part.entries, *extra.entries),
         packages=tuple(sorted((*part.packages, *extra.packages), key=lambda c: (c.name, c.nevra))),
