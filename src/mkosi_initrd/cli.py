@@ -59,7 +59,7 @@ def _selection_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="leave out a package (repeatable)",
+        help="leave out a package, and the list entry of that name (repeatable)",
     )
     p.add_argument(
         "--add-module",
@@ -105,7 +105,11 @@ def _build_options(p: argparse.ArgumentParser) -> None:
     uki.add_argument(
         "--kernel-image", type=Path, help="kernel image (default /usr/lib/modules/KVER/vmlinuz)"
     )
-    uki.add_argument("--cmdline", help="kernel command line (default: /etc/kernel/cmdline, /proc/cmdline)")
+    uki.add_argument(
+        "--cmdline",
+        help="kernel command line (default: the root's /etc/kernel/cmdline or /usr/lib/kernel/cmdline;"
+        " /proc/cmdline for --root / only)",
+    )
     uki.add_argument("--stub", type=Path, help="systemd-stub to use")
     uki.add_argument("--os-release", type=Path, help="os-release for .osrel (default: the root's)")
     uki.add_argument("--splash", type=Path, help="splash image (.bmp)")

@@ -21,13 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mkosi_initrd import installconf
+from mkosi_initrd import installconf, rivals
 from mkosi_initrd import log as logmod
 from mkosi_initrd.errors import InitrdError
 
 GENERATOR = "mkosi-initrd"
-MKOSI_PLUGIN = "50-mkosi.install"
-DEBIAN_PLUGIN = "85-initrd.install"  # systemd's Debian packaging: installs /boot/initrd.img-KVER
 PLUGIN_DIRS = (
     Path("/etc/kernel/install.d"),
     Path("/run/kernel/install.d"),
@@ -164,19 +162,6 @@ def decide(req: Request, ctx: Context) -> Action:
     return Action("build", f"layout={ctx.layout}", output=ctx.staging / "initrd", microcode_output=microcode)
 
 
-def active_plugin(name: str, ctx: Context, dirs: Sequence[Path] = PLUGIN_DIRS) -> Path | None:
-    """The plugin `name` if kernel-install will run it: listed in $KERNEL_INSTALL_PLUGINS, or else found
-    in the plugin directories (the first directory that has the name decides; /dev/null masks)."""
-    if ctx.plugins is not None:
-        return next((p for p in ctx.plugins if p.name == name and os.access(p, os.X_OK)), None)
-    for d in dirs:
-        path = d / name
-        if path.exists() or path.is_symlink():
-            masked = path.resolve() == Path("/dev/null") or not path.is_file() or path.stat().st_size == 0
-            return None if masked or not os.access(path, os.X_OK) else path
-    return None
-
-
 def rival_warnings(
     req: Request,
     ctx: Context,
@@ -184,25 +169,22 @@ def rival_warnings(
     dirs: Sequence[Path] = PLUGIN_DIRS,
     boot: Path = Path("/boot"),
 ) -> list[str]:
-    """Plugins that run after us and would spoil our output, each with the command that masks it."""
-    staged = action.output is not None and ctx.staging is not None and action.output.parent == ctx.staging
-    found: list[tuple[Path, str]] = []
-    # mkosi's plugin acts on initrd_generator=mkosi-initrd too ('-' sorts before '.': it runs after us).
-    mkosi = active_plugin(MKOSI_PLUGIN, ctx, dirs) if ctx.initrd_generator == GENERATOR else None
-    if mkosi is not None:
-        effect = f"would overwrite {action.output}" if staged else "builds a second initrd"
+    """Plugins that would put another initrd into the boot entry instead of ours or beside it, each
+    with the command that masks it (rivals.py finds them by what their code does), and initrd
+    files that plugins run before this one left in the staging area."""
+    if action.output is None or ctx.staging is None or action.output.parent != ctx.staging:
+        return []
+    if action.format != "cpio":
+        return []  # a UKI carries its own initrd: what others stage does not reach it
+    found = [r.warning() for r in rivals.find(req.kver, dirs, ctx.plugins, boot)]
+    ours = [p.name for p in (action.output, action.microcode_output) if p is not None]
+    left = rivals.foreign_staged(ctx.staging, ours)
+    if left:
         found.append(
-            (mkosi, f"also acts on initrd_generator={GENERATOR} and runs after this plugin: it {effect}")
+            f"a plugin run before this one staged {' '.join(map(str, left))}: the boot entry would load "
+            "it beside ours; `kernel-install -v add ...` lists the plugins it runs"
         )
-    # Debian's plugin stages initramfs-tools' initrd whatever the generator: the entry would load both.
-    old = boot / f"initrd.img-{req.kver}"
-    debian = active_plugin(DEBIAN_PLUGIN, ctx, dirs) if staged and action.format == "cpio" else None
-    if debian is not None and old.exists():
-        found.append((debian, f"stages {old} as a second initrd, loaded after the one built here"))
-    return [
-        f"{plugin} {effect}. Mask it with: ln -s /dev/null /etc/kernel/install.d/{plugin.name}"
-        for plugin, effect in found
-    ]
+    return found
 
 
 def check_kernel(kver: str, root: Path = Path("/")) -> None:
@@ -261,7 +243,7 @@ def run(req: Request, ctx: Context) -> int:
         log.info("removing %s", action.output)
         action.output.unlink(missing_ok=True)
         return 0
-    for warning in rival_warnings(req, ctx, action):
+    for warning in dict.fromkeys(rival_warnings(req, ctx, action)):  # each once
         log.warning("%s", warning)
     log.info("building %s for kernel %s (%s)", action.output, req.kver, action.reason)
     log.info("%s", build(req, action))

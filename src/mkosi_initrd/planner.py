@@ -7,9 +7,8 @@ generated /etc/initrd-release over the package's, say); that is logged, never si
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mkosi_initrd import (
@@ -58,7 +57,7 @@ def make_plan(config: Config, *, read_needs: bool = True) -> Plan:
     # packages are planned.
     kernel = kmod.start_kernel(config)
     try:
-        parts: list[Any] = [dlopen_step(config, os_release, package_step(config, os_release))]
+        parts: list[Any] = [dlopen_step(config, resolve_packages(config, os_release))]
         parts.append(kernel.result())
     except BaseException:
         kernel.cancel()
@@ -68,7 +67,7 @@ def make_plan(config: Config, *, read_needs: bool = True) -> Plan:
     # Generated entries (extras.py) see everything else, for the manifest and sysusers.d.
     parts.append(Part(entries=extras.generated_entries(config, merge(config, os_release, parts))))
     plan = merge(config, os_release, parts)
-    return dataclasses.replace(plan, needs=needs.scan(plan.entries)) if read_needs else plan
+    return replace(plan, needs=needs.scan(plan.entries)) if read_needs else plan
 
 
 def make_package_plan(config: Config) -> Plan:
@@ -76,27 +75,52 @@ def make_package_plan(config: Config) -> Plan:
     build roots and container images. No modules, firmware, host configuration or generated files."""
     config = hostconfig.with_host_packages(rootstack.with_host_profiles(config))
     os_release = osrelease.read_os_release(config.root)
-    packages = dlopen_step(config, os_release, package_step(config, os_release))
+    packages = dlopen_step(config, resolve_packages(config, os_release))
     return merge(config, os_release, [packages], packages_only=True)
 
 
 # --- step 1: packages
 
 
-def dlopen_step(config: Config, os_release: dict[str, str], packages: Part) -> Part:
-    """The packages again, if included programs dlopen() libraries (.note.dlopen) that are installed."""
-    wanted, unmet = elfnotes.dlopen_libraries(config.root, packages.entries)
+def dlopen_step(config: Config, resolved: Resolved) -> Part:
+    """The packages, and those of the libraries included programs dlopen() (.note.dlopen, or
+    dlopen.list for loaders that declare nothing) that are installed: resolved on top of the package
+    closure, as if they had been list entries."""
+    fallbacks = [elfnotes.Fallback.parse(line) for line in read_list("dlopen.list")]
+    wanted, unmet = elfnotes.dlopen_libraries(config.root, resolved.part.entries, fallbacks)
     for n in unmet:
         log.debug("%s: dlopen %s (%s), not installed: %s", n.binary, n.feature, n.priority, n.sonames)
+    # The libraries that unlock disks (the ones dlopen.list names) are reported when missing, by
+    # soname; a systemd's other optional libraries (QR codes, BPF ...) are not worth a line.
+    unlocking = {so for fb in fallbacks for so in fb.sonames}
+    absent = sorted({n.sonames[0] for n in unmet if unlocking & set(n.sonames)})
+    part = replace(resolved.part, missing=(*resolved.part.missing, *absent))
     if not wanted:
-        return packages
+        return part
     log.info("dlopen notes want %s", " ".join(wanted))
-    return package_step(config, os_release, [closure.Request(path, "dlopen") for path in wanted])
+    prime = getattr(resolved.db, "prime_files", None)
+    if prime is not None:
+        prime(wanted)
+    reqs = [closure.Request(path, "dlopen") for path in wanted]
+    more = closure.resolve(
+        resolved.db, reqs, resolved.excluder, weak_deps=config.weak_deps, seed=resolved.chosen
+    )
+    taken = {e.path for e in part.entries}
+    extra = package_part(config, resolved, more, taken)
+    return Part(
+        entries=(*part.entries, *extra.entries),
+        packages=tuple(sorted((*part.packages, *extra.packages), key=lambda c: (c.name, c.nevra))),
+        cut_edges=tuple(sorted((*part.cut_edges, *extra.cut_edges), key=lambda c: (c.package, c.requires))),
+        missing=(*part.missing, *extra.missing),
+        warnings=(*part.warnings, *extra.warnings),
+        options=part.options,
+        errors=(*part.errors, *extra.errors),
+    )
 
 
 def requests(config: Config, family: str) -> list[closure.Request]:
     """The base list of the family, its file-system tools, the profiles' lists, then the config's and
-    command line's entries."""
+    command line's entries; less the entries named by RemovePackages=."""
     reqs = [closure.Request.parse(e, "list") for e in read_list(f"packages/{family}/base.list")]
     reqs += filesystem_tools(config, family)
     for p in config.profiles:
@@ -108,7 +132,9 @@ def requests(config: Config, family: str) -> list[closure.Request]:
         closure.Request.parse(e, "--add-package" if e in config.added_packages else "config")
         for e in config.packages
     ]
-    return reqs
+    # --remove-package takes a list entry out too: naming it is how one drops a wanted package.
+    removed = set(config.remove_packages)
+    return [r for r in reqs if r.entry not in removed]
 
 
 def filesystem_table(family: str) -> list[tuple[str, closure.Request]]:
@@ -174,15 +200,48 @@ def exclusions(family: str) -> list[str]:
     return globs
 
 
-def package_step(config: Config, os_release: dict[str, str], extra: Sequence[closure.Request] = ()) -> Part:
+@dataclass(frozen=True)
+class Resolved:
+    """The package step: its part of the plan, and what resolving more on top of it needs."""
+
+    part: Part
+    db: Any  # PackageDB
+    family: str
+    chosen: tuple[closure.Chosen, ...]
+    excluder: closure.Excluder
+    remove_globs: tuple[str, ...]
+
+
+def resolve_packages(config: Config, os_release: dict[str, str]) -> Resolved:
     family = osrelease.family(os_release)
     db = open_db(config.root, config.backend)
     excluder = closure.Excluder(exclusions(family), config.remove_packages)
-    reqs = [*requests(config, family), *extra]
+    reqs = requests(config, family)
+    prime = getattr(db, "prime_files", None)
+    if prime is not None:  # the few file-path entries, without indexing every package's files
+        prime([r.entry for r in reqs if r.entry.startswith("/")])
     result = closure.resolve(db, reqs, excluder, weak_deps=config.weak_deps)
-    remove_globs = [*read_list("remove-files.list"), *profile_removals(config), *config.remove_files]
-    per_pkg, warnings = files.package_entries(config.root, db, result.packages, remove_globs)
-    warnings = [*db.notes, *filesystem_warnings(config, family, result.missing), *warnings]
+    remove_globs = (*read_list("remove-files.list"), *profile_removals(config), *config.remove_files)
+    resolved = Resolved(Part(), db, family, result.packages, excluder, remove_globs)
+    notes = (*db.notes, *filesystem_warnings(config, family, result.missing))
+    return replace(resolved, part=package_part(config, resolved, result, notes=notes))
+
+
+def package_step(config: Config, os_release: dict[str, str]) -> Part:
+    return resolve_packages(config, os_release).part
+
+
+def package_part(
+    config: Config,
+    resolved: Resolved,
+    result: closure.Closure,
+    taken: Iterable[str] = (),
+    notes: Sequence[str] = (),
+) -> Part:
+    """The entries and choices of the packages of `result`; `taken`: paths packages before them own;
+    `notes`: warnings about the database and the list, before those about the packages' files."""
+    db = resolved.db
+    per_pkg, warnings = files.package_entries(config.root, db, result.packages, resolved.remove_globs, taken)
     choices = [
         PackageChoice(c.package.nevra, c.package.name, c.reason, len(pf.entries), pf.bytes)
         for c, pf in zip(result.packages, per_pkg, strict=True)
@@ -192,8 +251,8 @@ def package_step(config: Config, os_release: dict[str, str], extra: Sequence[clo
         packages=tuple(sorted(choices, key=lambda c: (c.name, c.nevra))),
         cut_edges=tuple(sorted(result.cut_edges, key=lambda c: (c.package, c.requires))),
         missing=result.missing,
-        warnings=(*result.warnings, *warnings),
-        options={"backend": db.backend, "family": family, "weak_deps": config.weak_deps},
+        warnings=(*result.warnings, *notes, *warnings),
+        options={"backend": db.backend, "family": resolved.family, "weak_deps": config.weak_deps},
         errors=tuple(e for pf in per_pkg if (e := pf.error(config.root))),
     )
 
