@@ -175,10 +175,21 @@ ExecStop=%h/specifier
 ExecReload=
 """
     assert needs.unit_programs(unit) == ["/usr/bin/foo", "/usr/bin/bar"]
-    assert needs.unit_conditions(unit) == ["/etc/never"]
+    assert needs.unit_conditions(unit) == ["/etc/never", "!/etc/initrd-release"]
     entry = Entry("/usr/lib/systemd/system/t.service", stat.S_IFREG | 0o644, data=unit.encode(), size=1)
     image = check.InPlan([entry])
     assert check.run_programs(needs.scan([entry]), image) == []  # /etc/never is not in the image
+
+
+def test_a_unit_that_never_runs_in_an_initrd_needs_nothing_there() -> None:
+    # systemd 257's quotaon-root.service: ExecStart=/usr/sbin/quotaon, but not where initrd-release is.
+    unit = "[Unit]\nConditionPathExists=!/etc/initrd-release\n[Service]\nExecStart=/usr/sbin/quotaon -ug /\n"
+    entry = Entry("/usr/lib/systemd/system/q.service", stat.S_IFREG | 0o644, data=unit.encode(), size=1)
+    release = Entry("/etc/initrd-release", stat.S_IFREG | 0o644, data=b"ID=x\n", size=5)
+    found = needs.scan([entry])
+    assert check.run_programs(found, check.InPlan([entry, release])) == []
+    # Without /etc/initrd-release the unit would run: its program is then needed.
+    assert check.run_programs(found, check.InPlan([entry])) == [(entry.path, "/usr/sbin/quotaon")]
 
 
 def test_the_index_of_the_kernel_is_not_taken_for_a_program(generic: Plan) -> None:

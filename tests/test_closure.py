@@ -150,3 +150,16 @@ def test_database_paths_are_canonicalised_inside_the_root(tmp_path: Path, db: Rp
     assert canon("/bin/bash") == "/usr/bin/bash"
     assert canon("/bin") == "/bin"
     assert canon("/lib64/libfx.so.1") == "/usr/lib64/libfx.so.1"
+
+
+def test_a_seeded_closure_adds_what_resolving_everything_at_once_adds(db: RpmDB) -> None:
+    # The planner resolves dlopen()ed libraries on top of the list's closure: the same packages and
+    # reasons as one resolution of both, conditionals of the seed decided again.
+    excluder = Excluder(exclusions("fedora"))
+    first = resolve(db, [Request("bash", "list")], excluder)
+    more = resolve(db, [Request("fx-app", "dlopen")], excluder, seed=first.packages)
+    once = resolve(db, [Request("bash", "list"), Request("fx-app", "dlopen")], excluder)
+    assert {c.package.key for c in first.packages} & {c.package.key for c in more.packages} == set()
+    got = {c.package.name: c.reason for c in (*first.packages, *more.packages)}
+    assert got == {c.package.name: c.reason for c in once.packages}
+    assert "fx-cond-then" in got  # (fx-cond-then if bash): bash came from the seed

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import re
 import stat
 import subprocess
 from dataclasses import replace
@@ -233,3 +235,17 @@ def test_installed_dlopen_libraries_and_their_needed_libraries_are_wanted(note_r
     assert wanted == ["/usr/lib/x86_64-linux-gnu/libdemo.so.1.2", "/usr/lib/x86_64-linux-gnu/libdep.so.3"]
     assert [n.feature for n in unmet] == ["fido2"]
     assert needed(note_root / "usr/lib/x86_64-linux-gnu/libdemo.so.1.2") == ["libdep.so.3"]
+
+
+def test_needed_reads_what_readelf_shows(tmp_path: Path) -> None:
+    # DT_NEEDED read by hand (elfnotes.needed) against binutils, on this machine's own ELF files
+    # and on files that are not ELF or have no dynamic section.
+    files = sorted(glob.glob("/usr/lib/x86_64-linux-gnu/lib*.so.*"))[::25] + ["/usr/bin/bash", "/usr/bin/ls"]
+    (tmp_path / "text").write_text("not an ELF file\n")
+    subprocess.run(
+        ["gcc", "-c", "-x", "c", "-", "-o", tmp_path / "obj.o"], input=b"int f(void){return 1;}", check=True
+    )
+    for path in [*files, str(tmp_path / "text"), str(tmp_path / "obj.o")]:
+        out = subprocess.run(["readelf", "-d", path], capture_output=True, text=True).stdout
+        assert needed(Path(path)) == re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out), path
+    assert len(files) > 20

@@ -249,3 +249,18 @@ def test_a_build_on_a_damaged_status_says_so_not_that_systemd_is_missing(
     err = capsys.readouterr().err
     assert f"the dpkg database {root}/var/lib/dpkg/status is damaged at line" in err
     assert "not installed" not in err and "Traceback" not in err
+
+
+def test_primed_owners_of_a_few_paths_are_the_full_indexs_and_dpkg_s(db: DpkgDB) -> None:
+    # Paths as the planner asks for them (canonical, /usr/lib...), recorded by dpkg under /lib here.
+    paths = ["/usr/lib/systemd/systemd-cryptsetup", "/usr/bin/bash", "/usr/lib/x86_64-linux-gnu/libc.so.6"]
+    primed = DpkgDB(Path("/"))
+    primed.prime_files([*paths, "/usr/bin/no-such-file"])
+    assert primed._file_index is None  # the whole index was never built
+    for path in paths:
+        owners = [p.name for p in primed.providers(Dep(path))]
+        assert owners == [p.name for p in db.providers(Dep(path))]  # db: the full index
+        short = path.removeprefix("/usr")
+        out = subprocess.run(["dpkg-query", "-S", path, short], capture_output=True, text=True).stdout
+        assert set(owners) == {w.split(":")[0] for w in out.split(": ", 1)[0].split(", ")}
+    assert primed.providers(Dep("/usr/bin/no-such-file")) == []

@@ -22,11 +22,6 @@ def root() -> Path:
     return rpm_root()
 
 
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 @pytest.fixture
 def own_root(root: Path, tmp_path: Path) -> Path:
     """A private copy of the fixture root, to write config files into."""
@@ -112,6 +107,22 @@ def test_an_output_in_a_missing_directory_is_refused_before_planning(
 def test_profile_entries_come_from_the_profile(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "-k", "1.0", "--root", str(root), "--profile", "lvm"]) == 1
     assert "'lvm2' (from profile:lvm) is not installed" in capsys.readouterr().err
+
+
+def test_remove_package_takes_out_list_entries_too(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # lvm2 is the lvm profile's entry and not installed here: naming it lets the profile build.
+    plan = plan_json(capsys, "--root", str(root), "--profile", "lvm", "--remove-package", "lvm2")
+    names = {p["name"] for p in plan["packages"]}
+    assert "lvm2" not in plan["missing"] and "systemd" in names
+    # gzip is an installed base.list entry: removed, it is neither planned nor reported missing.
+    assert "gzip" in names
+    plan = plan_json(capsys, "--root", str(root), "--remove-package", "gzip")
+    assert "gzip" not in {p["name"] for p in plan["packages"]} and "gzip" not in plan["missing"]
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def test_config_files_and_dropins_merge_with_precedence(own_root: Path) -> None:

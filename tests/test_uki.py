@@ -33,6 +33,9 @@ def root(tmp_path: Path) -> Path:
     (r / "etc/kernel").mkdir(parents=True)
     (r / "etc/os-release").write_text(OS_RELEASE)
     FakeHost(r).cmdline("BOOT_IMAGE=/vmlinuz root=/dev/sda1 initrd=/initrd.img quiet")
+    # The root's own command line, as an image ships it: a sysroot's UKI never takes /proc's.
+    (r / "usr/lib/kernel").mkdir(parents=True)
+    (r / "usr/lib/kernel/cmdline").write_text("root=/dev/sda1 quiet\n")
     return r
 
 
@@ -222,7 +225,6 @@ def test_cmdline_flag_wins_over_files(config: Config, root: Path) -> None:
 
 
 def test_cmdline_from_etc_then_usr_lib_kernel(config: Config, root: Path) -> None:
-    (root / "usr/lib/kernel").mkdir(parents=True)
     (root / "usr/lib/kernel/cmdline").write_text("from-usr-lib\n")
     assert options(config).cmdline == "from-usr-lib"
     (root / "etc/kernel/cmdline").write_text("# a comment\nroot=UUID=1234\n  rw   quiet\n")
@@ -234,13 +236,37 @@ def test_cmdline_conf_root_replaces_etc_kernel(config: Config, root: Path, tmp_p
     conf_root = tmp_path / "confroot"
     conf_root.mkdir()
     env = {"KERNEL_INSTALL_CONF_ROOT": str(conf_root)}
-    assert options(config, env).cmdline == "root=/dev/sda1 quiet"  # no cmdline there: /proc's
     (conf_root / "cmdline").write_text("from-conf-root\n")
     assert options(config, env).cmdline == "from-conf-root"
 
 
-def test_cmdline_falls_back_to_proc_without_boot_image_and_initrd(config: Config) -> None:
-    assert options(config).cmdline == "root=/dev/sda1 quiet"
+def test_sysroot_without_cmdline_files_is_refused_naming_both(config: Config, root: Path) -> None:
+    # root's proc/cmdline stands for the build machine's: a UKI for the sysroot must not get it.
+    (root / "usr/lib/kernel/cmdline").unlink()
+    with pytest.raises(InitrdError) as e:
+        options(config)
+    message = str(e.value)
+    assert f"{root}/etc/kernel/cmdline and {root}/usr/lib/kernel/cmdline do not exist" in message
+    assert "/proc/cmdline is not used" in message and "--cmdline" in e.value.hint
+    assert "sda1" not in message
+    (root / "usr/lib/kernel/cmdline").write_text("root=LABEL=target\n")
+    assert options(config).cmdline == "root=LABEL=target"
+
+
+def test_sysroot_with_empty_conf_root_is_refused(config: Config, tmp_path: Path) -> None:
+    conf_root = tmp_path / "confroot"
+    conf_root.mkdir()
+    with pytest.raises(InitrdError, match=f"{conf_root}/cmdline does not exist"):
+        options(config, {"KERNEL_INSTALL_CONF_ROOT": str(conf_root)})
+
+
+def test_running_system_falls_back_to_proc_without_boot_image_and_initrd(root: Path, tmp_path: Path) -> None:
+    # The running system (--root /): its own /proc/cmdline, as kernel-install does. An empty conf
+    # root keeps this machine's /etc/kernel/cmdline out of the test.
+    conf_root = tmp_path / "confroot"
+    conf_root.mkdir()
+    host = Config(root=Path("/"), kver=KVER, procfs=root / "proc")
+    assert options(host, {"KERNEL_INSTALL_CONF_ROOT": str(conf_root)}).cmdline == "root=/dev/sda1 quiet"
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -419,6 +445,7 @@ def test_conf_root_uki_conf_replaces_the_roots(config: Config, root: Path, tmp_p
     (root / "etc/kernel/uki.conf").write_text("[UKI]\nSecureBootPrivateKey=/missing.key\n")
     conf_root = tmp_path / "confroot"
     conf_root.mkdir()
+    (conf_root / "cmdline").write_text("root=/dev/vda\n")
     assert options(config, {"KERNEL_INSTALL_CONF_ROOT": str(conf_root)}).signing is None
     key, cert = make_keypair(conf_root)
     (conf_root / "uki.conf").write_text(f"[UKI]\nSecureBootPrivateKey={key}\nSecureBootCertificate={cert}\n")

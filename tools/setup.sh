@@ -13,6 +13,7 @@ DEBIAN_PKGS=(
     nfs-common nfs-ganesha nfs-ganesha-vfs iproute2   # NFS-root boot test: server in a namespace
     python3-pip python3-setuptools groff-base git  # packaging: rpmbuild's fallback install, man page check
     golang-github-knqyf263-go-rpmdb-dev  # its testdata: real rpm databases of CentOS 5-8 (tests/fixtures/rpmdbs.py)
+    debootstrap debian-archive-keyring  # the Debian 13 (trixie) sysroot fixture (tests/fixtures/trixie.py)
 )
 FEDORA_PKGS=(
     rpm-build python3-rpm python3-devel cpio zstd xz binutils kmod systemd-udev qemu-system-x86 edk2-ovmf

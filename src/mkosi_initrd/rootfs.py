@@ -39,16 +39,33 @@ def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
 
 class CanonicalPaths:
     """Canonical paths inside the root: parent directories resolved (each once), the last component
-    kept. For the many files of a package or a kernel's module tree."""
+    kept. For the many files of a package or a kernel's module tree.
+
+    A directory is resolved from its parent's canonical path and one lstat of its own name (a full
+    resolve_in_root only where that name is a symlink): a package database's ten thousand
+    directories cost as many lstat calls, not one per component of each."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._host = str(root).rstrip("/")
         self._parents: dict[str, str] = {"": ""}
 
     def __call__(self, path: str) -> str:
         parent, _, base = path.rpartition("/")
-        canon = self._parents.get(parent)
+        return f"{self.directory(parent)}/{base}"
+
+    def directory(self, path: str) -> str:
+        """The canonical form of directory `path` ("" for the root itself)."""
+        canon = self._parents.get(path)
         if canon is None:
-            rel = resolve_in_root(self.root, parent or "/").relative_to(self.root).as_posix()
-            canon = self._parents[parent] = "" if rel == "." else "/" + rel
-        return f"{canon}/{base}"
+            up, _, name = path.rpartition("/")
+            above = self.directory(up)
+            if name in ("", "."):
+                canon = above
+            elif name == ".." or os.path.islink(f"{self._host}{above}/{name}"):
+                rel = resolve_in_root(self.root, f"{above}/{name}").relative_to(self.root).as_posix()
+                canon = "" if rel == "." else "/" + rel
+            else:
+                canon = f"{above}/{name}"
+            self._parents[path] = canon
+        return canon

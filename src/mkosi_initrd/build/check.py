@@ -157,14 +157,19 @@ def _program(image: InPlan, program: str) -> str | None:
 
 
 def _can_run(n: FileNeeds, image: InPlan) -> bool:
-    """A unit whose Condition*/Assert* paths are all in the image (else systemd skips it)."""
+    """A unit whose Condition*/Assert* paths are all in the image and whose negated ones (`!PATH`) are
+    not (else systemd skips it)."""
     for c in n.conditions:
-        if any(ch in c for ch in "*?["):
-            if not any(fnmatch.fnmatchcase(p, c) for p in image.paths):
-                return False
-        elif image.resolve(c) is None and c not in image.dirs:
+        negated = c.startswith("!")
+        if _present(c.removeprefix("!"), image) == negated:
             return False
     return True
+
+
+def _present(path: str, image: InPlan) -> bool:
+    if any(ch in path for ch in "*?["):
+        return any(fnmatch.fnmatchcase(p, path) for p in image.paths)
+    return image.resolve(path) is not None or path in image.dirs
 
 
 def run_programs(needs: Mapping[str, FileNeeds], image: InPlan) -> list[tuple[str, str]]:

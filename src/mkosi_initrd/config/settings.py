@@ -80,8 +80,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("packages", "words", "also include a package, virtual provide or file path (repeatable)",
             ("--add-package",), "Packages", "Packages", default=(), metavar="ENTRY",
             doc="package names, virtual provides or file paths to add"),
-    Setting("remove_packages", "words", "leave out a package (repeatable)", ("--remove-package",),
-            "Packages", "RemovePackages", default=(), metavar="NAME", doc="package names to leave out"),
+    Setting("remove_packages", "words", "leave out a package, and the list entry of that name (repeatable)",
+            ("--remove-package",), "Packages", "RemovePackages", default=(), metavar="NAME",
+            doc="package names to leave out (a list entry of that name too)"),
     Setting("modules", "words", "module pattern to include, '-PATTERN' to exclude (repeatable)",
             ("--add-module",), "Kernel", "Modules", default=(), metavar="PATTERN", repeats=True,
             doc="module patterns; `-PATTERN` excludes; the last match wins"),
@@ -123,7 +124,8 @@ SETTINGS: tuple[Setting, ...] = (
     # --- build --format uki
     Setting("kernel_image", "path", "kernel image (default /usr/lib/modules/KVER/vmlinuz)",
             ("--kernel-image",), commands=("build",), target="uki", group=UKI_GROUP),
-    Setting("cmdline", "text", "kernel command line (default: /etc/kernel/cmdline, /proc/cmdline)",
+    Setting("cmdline", "text", "kernel command line (default: the root's /etc/kernel/cmdline or"
+            " /usr/lib/kernel/cmdline; /proc/cmdline for --root / only)",
             ("--cmdline",), commands=("build",), target="uki", group=UKI_GROUP),
     Setting("stub", "path", "systemd-stub to use", ("--stub",), commands=("build",), target="uki",
             group=UKI_GROUP),

@@ -77,7 +77,7 @@ def run(req: Request, ctx: Context) -> int:
         log.info("removing %s", action.output)
         action.output.unlink(missing_ok=True)
         return 0
-    for warning in rival_warnings(req, ctx, action):
+    for warning in dict.fromkeys(rival_warnings(req, ctx, action)):  # each once
         log.warning("%s", warning)
     log.info("building %s for kernel %s (%s)", action.output, req.kver, action.reason)
     log.info("%s", build(req, action))

@@ -249,9 +249,18 @@ def resolve(
     requests: Sequence[Request],
     excluded: Excluder,
     weak_deps: bool = False,
+    seed: Sequence[Chosen] = (),
 ) -> Closure:
-    """The closure of `requests`. A non-optional entry that is not installed is an error."""
+    """The closure of `requests`. A non-optional entry that is not installed is an error.
+
+    `seed`: a closure already made (of other requests); only what `requests` add to it is returned,
+    as if all had been resolved at once. Seed packages with conditional requirements are followed
+    again, since what is added may make a condition true."""
     r = _Resolver(db, excluded, weak_deps)
+    for c in seed:
+        r.chosen[c.package.key] = c
+        if any(d.rich and (" if " in d.name or " unless " in d.name) for d in c.package.requires):
+            r.queue.append(c)
     missing = []
     for req in requests:
         dep = Dep(req.entry)
@@ -270,8 +279,9 @@ def resolve(
             best = r.best(allowed, req.entry, "")
             r.add(best, (req.label, best.name))
     r.settle()
+    seeded = {c.package.key for c in seed}
     return Closure(
-        packages=tuple(r.chosen.values()),
+        packages=tuple(c for c in r.chosen.values() if c.package.key not in seeded),
         cut_edges=tuple(r.cut.values()),
         missing=tuple(missing),
         warnings=tuple(dict.fromkeys(r.warnings)),

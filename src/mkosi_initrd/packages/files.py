@@ -171,11 +171,17 @@ class FileSelector:
 
 
 def package_entries(
-    root: Path, db: PackageDB, chosen: Sequence[Chosen], remove_globs: Iterable[str]
+    root: Path,
+    db: PackageDB,
+    chosen: Sequence[Chosen],
+    remove_globs: Iterable[str],
+    taken: Iterable[str] = (),
 ) -> tuple[list[PackageFiles], list[str]]:
     """Entries per chosen package (closure order decides who owns a shared path), and warnings
-    (the errors are the packages' own: PackageFiles.error)."""
+    (the errors are the packages' own: PackageFiles.error). `taken`: paths that packages chosen
+    earlier (another call) already own."""
     sel = FileSelector(root, db, remove_globs)
+    sel.seen.update(taken)
     result = [sel.entries(c.package) for c in chosen]
     return result, [w for pf in result if (w := pf.warning(root))]
 

@@ -83,9 +83,10 @@ def _command_words(value: str) -> list[str]:
 
 
 def unit_conditions(text: str) -> list[str]:
-    """Paths (or globs) a unit's Condition*=/Assert*= lines need to exist for it to run at all;
-    negated (`!`) and triggering (`|`) ones decide nothing alone and are left out."""
-    return [v for v in _PATH_CONDITION.findall(text) if not v.startswith(("!", "|"))]
+    """Paths (or globs) a unit's Condition*=/Assert*= lines need to exist for it to run at all, and
+    `!PATH` for those that must not exist (`ConditionPathExists=!/etc/initrd-release`: never in an
+    initrd); triggering (`|`) ones decide nothing alone and are left out."""
+    return [v for v in _PATH_CONDITION.findall(text) if not v.startswith("|")]
 
 
 def unit_programs(text: str) -> list[str]:

@@ -91,7 +91,11 @@ def _clean_cmdline(text: str) -> str:
 
 def find_cmdline(config: Config, environ: Mapping[str, str]) -> str:
     """kernel-install's order: $KERNEL_INSTALL_CONF_ROOT/cmdline or /etc/kernel/cmdline,
-    /usr/lib/kernel/cmdline, else /proc/cmdline without BOOT_IMAGE= and initrd=."""
+    /usr/lib/kernel/cmdline, else /proc/cmdline without BOOT_IMAGE= and initrd=.
+
+    /proc/cmdline describes the running machine: for a --root other than / (a sysroot, an image
+    being built) it is never used, so a missing file stops the build instead of embedding the build
+    machine's command line in a UKI for another one."""
     conf_root = environ.get("KERNEL_INSTALL_CONF_ROOT")
     files = (
         [Path(conf_root) / "cmdline"]
@@ -102,6 +106,13 @@ def find_cmdline(config: Config, environ: Mapping[str, str]) -> str:
         if path.is_file():
             log.debug("kernel command line from %s", path)
             return _clean_cmdline(path.read_text())
+    if os.path.realpath(config.root) != "/":
+        tried = " and ".join(map(str, files)) + (" do not exist" if len(files) > 1 else " does not exist")
+        raise InitrdError(
+            f"no kernel command line for the UKI: {tried} "
+            f"(the running machine's /proc/cmdline is not used for --root {config.root})",
+            hint=f"write the target's command line to {files[0]}, or pass --cmdline",
+        )
     try:
         words = (config.procfs / "cmdline").read_text().split()
     except OSError:
