@@ -165,6 +165,25 @@ def test_resume_in_etc_kernel_cmdline_wins_over_the_running_one(tmp_path: Path) 
     assert resume.resume_device(tmp_path, host.procfs) == ("/dev/vdc", "/etc/kernel/cmdline")
     (tmp_path / "etc/kernel/cmdline").unlink()
     assert resume.resume_device(tmp_path, host.procfs) == ("/dev/vdb", "/proc/cmdline")  # the running one
+    # A --root build's target is not the running system: the build machine's resume= is not its.
+    assert resume.resume_device(tmp_path, host.procfs, running=False) is None
+
+
+def test_a_sysroot_build_takes_resume_from_its_root_never_from_the_build_machine(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    host = FakeHost(tmp_path / "host")
+    host.cmdline("root=/dev/sda1 resume=/dev/vdb")  # the machine running the build
+    config = host.config(Config(root=root, kver="1.0"))
+
+    def resume_units() -> list[str]:
+        return [e.path for e in host_config(config).entries if "hibernate-resume@" in e.path]
+
+    assert resume_units() == []
+    write(root, "/etc/kernel/cmdline", "root=/dev/vda resume=/dev/vdc\n")  # the target's own
+    assert resume_units() == [
+        "/etc/systemd/system/sysinit.target.wants/systemd-hibernate-resume@dev-vdc.service"
+    ]
 
 
 def test_no_resume_configured_adds_nothing(tmp_path: Path) -> None:

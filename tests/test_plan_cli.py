@@ -267,3 +267,20 @@ def test_an_unexpected_error_is_one_line_naming_the_kernel_and_saying_it_is_a_bu
     assert "Traceback (most recent call last):" in err and 'in _a_bug\n    raise ZeroDivisionError("' in err
     assert err.splitlines()[-1].endswith("(this is a bug in mkosi-initrd, please report it)")
     assert out.read_bytes() == b"the initrd that booted"
+
+
+def test_the_kernel_is_chosen_past_the_leftovers_of_a_removed_one(tmp_path: Path) -> None:
+    from mkosi_initrd.cli import default_kver
+
+    moddir = tmp_path / "usr/lib/modules"
+    for kver in ("9.9.8-test", "9.9.9-test"):
+        (moddir / kver).mkdir(parents=True)
+        (moddir / kver / "modules.dep").write_text("kernel/x.ko:\n")
+    # Both have modules: the choice is the user's.
+    (moddir / "9.9.8-test/kernel").mkdir()
+    (moddir / "9.9.9-test/kernel").mkdir()
+    with pytest.raises(InitrdError, match="several kernels in .*: 9.9.8-test 9.9.9-test"):
+        default_kver(tmp_path)
+    # The old package removed: its index files stay (Debian's postrm), its modules do not.
+    (moddir / "9.9.8-test/kernel").rmdir()
+    assert default_kver(tmp_path) == "9.9.9-test"

@@ -87,12 +87,14 @@ Generic=no
 Compression=xz
 CompressionLevel=4
 Microcode=yes
+Check=yes
 """
 
 COMMAND_LINE = [
     "build", "--generic", "--profile", "raid", "--backend", "rpm", "--add-package", "fx-c",
     "--remove-package", "gzip", "--add-module", "nvme", "--add-firmware", "amd/*", "--with-recommends",
     "--sysfs", "/s", "--procfs", "/p", "--compression", "gzip", "--level", "9", "--no-microcode",
+    "--no-check",
 ]  # fmt: skip
 
 
@@ -147,3 +149,14 @@ def test_the_plugins_and_the_command_lines_build_options_agree(tmp_path: Path) -
     assert (options.output, options.format, options.use_cache) == (tmp_path / "i", "uki", True)
     assert uki_inputs(values) == UkiInputs(cmdline="quiet")
     assert build_options(parse_args(["--no-cache"]).values) == BuildOptions(Path("initrd"), use_cache=False)
+
+
+def test_the_check_is_on_unless_the_files_or_the_command_line_turn_it_off(tmp_path: Path) -> None:
+    # The kernel-install plugin passes no flags: Check=no is how an expert turns it off there.
+    assert load_config(tmp_path, "1.0").check is True
+    conf = tmp_path / "etc/mkosi-initrd/mkosi-initrd.conf.d/50-check.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("[Output]\nCheck=no\n")
+    assert load_config(tmp_path, "1.0").check is False
+    conf.write_text("[Output]\nCheck=yes\n")
+    assert load_config(tmp_path, "1.0", parse_args(["build", "--no-check"]).values).check is False

@@ -95,6 +95,10 @@ def default_kver(root: Path) -> str:
     kvers = (
         sorted(p.name for p in moddir.glob("*") if (p / "modules.dep").exists()) if moddir.is_dir() else []
     )
+    if len(kvers) > 1:
+        # A kernel package's removal leaves its directory with the generated index files but no
+        # modules (Debian's postrm): that is no kernel to choose from.
+        kvers = [k for k in kvers if (moddir / k / "kernel").is_dir()] or kvers
     if len(kvers) == 1:
         return kvers[0]
     if not kvers:

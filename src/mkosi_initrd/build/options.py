@@ -23,7 +23,6 @@ class BuildOptions:
     kernel_image: Path | None = None  # for --format uki
     uki: UkiOptions | None = None  # --format uki: resolved before anything is built
     use_cache: bool = True
-    check: bool = True  # the pre-flight check (build/check.py); --no-check turns it off
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class BuildResult:
     @property
     def summary(self) -> str:
         mb = self.size / 1e6
-        unchecked = ", NOT checked: --no-check" if not self.checked else ""
+        unchecked = ", NOT checked: --no-check or Check=no" if not self.checked else ""
         counts = f"{self.packages} packages, {self.modules} modules"
         return f"wrote {self.output} ({mb:.1f} MB, {counts}{unchecked})"
 
@@ -53,5 +52,4 @@ def build_options(values: Values, uki: UkiOptions | None = None) -> BuildOptions
         kernel_image=values.path("kernel_image"),
         uki=uki,
         use_cache=values.flag("use_cache") is not False,
-        check=values.flag("check") is not False,
     )

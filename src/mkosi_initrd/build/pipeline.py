@@ -134,7 +134,7 @@ def build(config: Config, options: BuildOptions) -> BuildResult:
         return BuildResult(hit.output, hit.microcode, hit.size, hit.packages, hit.modules)
     from mkosi_initrd.planner.steps import make_plan
 
-    plan = make_plan(config, read_needs=options.check)
+    plan = make_plan(config, read_needs=config.check)
     stop_on_errors(plan)
     if cache:
         cache.record(plan)  # the inputs' signatures as planned, before the files are read
@@ -143,19 +143,19 @@ def build(config: Config, options: BuildOptions) -> BuildResult:
     )
     for w in plan.warnings:
         log.warning("%s", w)
-    if options.check:
+    if config.check:
         from mkosi_initrd.build.check import require_bootable
 
         require_bootable(plan)
         steps.done("pre-flight check")
     else:
-        log.warning("the pre-flight check is off (--no-check): the image is written unchecked")
+        log.warning("the pre-flight check is off (--no-check or Check=no): the image is written unchecked")
     size, microcode = write_outputs(config, plan, options, steps)
     # Only checked builds are cached: a checked build must never be served an unchecked image.
-    if cache and options.check:
+    if cache and config.check:
         cache.store(options.output, microcode, len(plan.packages), len(plan.modules))
     return BuildResult(
-        Path(options.output), microcode, size, len(plan.packages), len(plan.modules), checked=options.check
+        Path(options.output), microcode, size, len(plan.packages), len(plan.modules), checked=config.check
     )
 
 

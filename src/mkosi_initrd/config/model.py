@@ -24,6 +24,7 @@ class Config:
     compression: str = "zstd"
     level: int | None = None  # None: the compressor's default (zstd 3)
     microcode: bool = True
+    check: bool = True  # the pre-flight check (build/check.py); --no-check or Check=no turns it off
     weak_deps: bool = False
     source_date_epoch: int = 0
     sysfs: Path = Path("/sys")  # host probes (tests point these at fixture trees)

@@ -120,7 +120,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("check", "flag",
             "skip the pre-flight check that the image would boot (for experts: an image missing a library, "
             "a program or a module is written anyway; the summary says it was not checked)",
-            ("--no-check",), default=True, negate=True, commands=("build",), target="build"),
+            ("--no-check",), "Output", "Check", default=True, negate=True, commands=("build",),
+            doc="yes/no: the pre-flight check that the image would boot (default yes; `no` is for experts, "
+            "and the kernel-install plugin has no flags)"),
     # --- build --format uki
     Setting("kernel_image", "path", "kernel image (default /usr/lib/modules/KVER/vmlinuz)",
             ("--kernel-image",), commands=("build",), target="uki", group=UKI_GROUP),

@@ -14,6 +14,8 @@ Config.procfs. Host files are carried only when the build is not generic.
 
 from __future__ import annotations
 
+import os
+
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.host.crypttab import crypttab
 from mkosi_initrd.host.entries import copy_paths
@@ -38,7 +40,7 @@ def host_config(config: Config, profiles: tuple[str, ...] | None = None) -> Part
     for part in (
         crypttab(config.root),
         vconsole(config.root),
-        resume(config.root, config.procfs),
+        resume(config.root, config.procfs, running=os.path.realpath(config.root) == "/"),
         lvm_conf(config.root) if "lvm" in profiles else Part(),
         *(copy_paths(config.root, PROFILE_FILES[p]) for p in profiles if p in PROFILE_FILES),
     ):

@@ -1,6 +1,7 @@
-"""Hibernation: the resume= device from /etc/kernel/cmdline, the running kernel's command line or
-Debian's /etc/initramfs-tools/conf.d/resume becomes a systemd-hibernate-resume@ instance in the
-initrd, so resume works even when the boot loader does not pass resume=."""
+"""Hibernation: the resume= device from /etc/kernel/cmdline, the running kernel's command line (for
+the running system only: a --root build's target is not what runs) or Debian's
+/etc/initramfs-tools/conf.d/resume becomes a systemd-hibernate-resume@ instance in the initrd, so
+resume works even when the boot loader does not pass resume=."""
 
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ from mkosi_initrd.rootfs import resolve_in_root
 RESUME_UNIT = "systemd-hibernate-resume@.service"
 
 
-def resume_device(root: Path, procfs: Path) -> tuple[str, str] | None:
-    """(device spec, where it was configured) for hibernation resume, if the host has one."""
+def resume_device(root: Path, procfs: Path, running: bool = True) -> tuple[str, str] | None:
+    """(device spec, where it was configured) for hibernation resume, if the host has one;
+    `running`: the root is the running system, whose command line (procfs) then counts too."""
     for where, path in (("/etc/kernel/cmdline", resolve_in_root(root, "/etc/kernel/cmdline")),):
         spec = cmdline_value(read_text(path), "resume")
         if spec:
             return spec, where
-    spec = cmdline_value(read_text(procfs / "cmdline"), "resume")
+    spec = cmdline_value(read_text(procfs / "cmdline"), "resume") if running else ""
     if spec:
         return spec, "/proc/cmdline"
     conf = env_file(resolve_in_root(root, "/etc/initramfs-tools/conf.d/resume"))
@@ -33,8 +35,8 @@ def resume_device(root: Path, procfs: Path) -> tuple[str, str] | None:
     return None
 
 
-def resume(root: Path, procfs: Path) -> Part:
-    found = resume_device(root, procfs)
+def resume(root: Path, procfs: Path, running: bool = True) -> Part:
+    found = resume_device(root, procfs, running)
     if found is None:
         return Part()
     spec, _where = found
