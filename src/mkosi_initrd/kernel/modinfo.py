@@ -12,6 +12,7 @@ import gzip
 import lzma
 import os
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,12 @@ from pathlib import Path
 import zstandard
 
 from mkosi_initrd.errors import InitrdError
+from mkosi_initrd.kernel.modprefix import prefix_modinfo
 
 COMPRESSED_SUFFIXES = (".xz", ".zst", ".gz")
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
+_READ_ERRORS = (OSError, ValueError, struct.error, lzma.LZMAError, zstandard.ZstdError, zlib.error, EOFError)
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -121,16 +124,18 @@ def parse_softdep(spec: str) -> tuple[list[str], list[str]]:
 
 
 def read_modinfo(path: Path) -> ModInfo:
-    """Read one module file (compressed or not)."""
+    """Read one module file (compressed or not: then only as much of it as holds `.modinfo`)."""
     try:
         with path.open("rb") as f:
             magic = f.read(6)
             if magic.startswith(b"\x7fELF"):
                 fd = f.fileno()
                 return parse_modinfo(_section(lambda offset, size: os.pread(fd, size, offset)))
-            elf = decompress(magic + f.read())
-        return parse_modinfo(modinfo_section(elf))
-    except (OSError, ValueError, struct.error, lzma.LZMAError, zstandard.ZstdError, EOFError) as e:
+            data = magic + f.read()
+        name = path.name.split(".ko", 1)[0].replace("-", "_")
+        raw = prefix_modinfo(data, name)
+        return parse_modinfo(raw if raw is not None else modinfo_section(decompress(data)))
+    except _READ_ERRORS as e:
         raise InitrdError(
             f"cannot read kernel module {path}: {e}",
             hint="reinstall the kernel package that owns it",
