@@ -21,7 +21,7 @@ import io
 import lzma
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import zstandard
 
@@ -96,13 +96,19 @@ def modinfo_run(buf: bytes | bytearray, complete: bool) -> bytes | None:
 def prefix_modinfo(data: bytes, name: str) -> bytes | None:
     """The raw `.modinfo` strings of the compressed module `data` named `name` (normalized), found in
     as little of its decoded stream as holds them; None if not found (read it by the headers)."""
+    return modinfo_from(decoded_chunks(data), name)
+
+
+def modinfo_from(chunks: Iterable[bytes], name: str) -> bytes | None:
+    """`prefix_modinfo` over decoded chunks: consumes them only until the run is complete."""
     buf = bytearray()
-    for chunk in decoded_chunks(data):
+    for chunk in chunks:
         buf += chunk
         run = modinfo_run(buf, complete=False)
         if run is not None:
             return run if _names(run, name) else None
-    return None
+    run = modinfo_run(buf, complete=True)
+    return run if run is not None and _names(run, name) else None
 
 
 def _names(run: bytes, name: str) -> bool:

@@ -1,0 +1,118 @@
+"""A compressed module's .modinfo from the start of its decoded stream (kernel/modprefix.py), held
+to the reading by section headers on real modules: every module of the Debian 13 kernel (.ko.xz), and
+the host kernel's modules compressed here with xz, zstd and gzip as kernels ship them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fixtures.kernel import HostKernel
+from fixtures.trixie import TrixieRoot
+from mkosi_initrd.errors import InitrdError
+from mkosi_initrd.kernel.modinfo import ModInfo, decompress, modinfo_section, parse_modinfo, read_modinfo
+from mkosi_initrd.kernel.modprefix import decoded_chunks, modinfo_from, prefix_modinfo
+from prereq import require_program
+
+# (tool, suffix, arguments): what the kernel's Makefile.modinst and the distributions use.
+COMPRESSORS = (
+    ("xz", ".xz", ["--check=crc32", "--lzma2=dict=1MiB"]),
+    ("zstd", ".zst", ["-q", "-19"]),
+    ("gzip", ".gz", ["-n", "-9"]),
+)
+
+
+def _name(path: Path) -> str:
+    return path.name.split(".ko", 1)[0].replace("-", "_")
+
+
+def _by_headers(path: Path) -> ModInfo:
+    return parse_modinfo(modinfo_section(decompress(path.read_bytes())))
+
+
+def test_every_trixie_module_reads_the_same_from_its_prefix_as_by_its_headers(trixie: TrixieRoot) -> None:
+    files = sorted(trixie.modules.rglob("*.ko.xz"))
+    assert len(files) > 4000
+    found = 0
+    for path in files:
+        raw = prefix_modinfo(path.read_bytes(), _name(path))
+        if raw is not None:
+            found += 1
+            assert parse_modinfo(raw) == _by_headers(path), path
+    assert found == len(files)  # none needed the whole module
+
+
+def test_the_prefix_is_decoded_only_until_modinfo_is_complete(trixie: TrixieRoot) -> None:
+    path = next(trixie.modules.rglob("ext4.ko.xz"))
+    data = path.read_bytes()
+    total = len(decompress(data))
+    used: list[int] = []
+
+    def counted() -> Iterator[bytes]:
+        for chunk in decoded_chunks(data):
+            used.append(len(chunk))
+            yield chunk
+
+    raw = modinfo_from(counted(), "ext4")
+    assert raw is not None and parse_modinfo(raw) == _by_headers(path)
+    assert b"name=ext4\0" in raw and raw.endswith(b"\0")
+    assert sum(used) < total / 4, (sum(used), total)
+
+
+@pytest.fixture(scope="module")
+def host_modules(host_kernel: HostKernel, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Host modules with firmware=, softdep= and weakdep-free ones, and the biggest few."""
+    moddir = Path("/usr/lib/modules") / host_kernel.kver
+    kos = sorted(moddir.rglob("*.ko"))
+    assert kos, f"{moddir} has no uncompressed modules"
+    with_fw = [p for p in kos if read_modinfo(p).firmware][:15]
+    with_softdep = [p for p in kos if read_modinfo(p).softdep_pre or read_modinfo(p).softdep_post][:10]
+    biggest = sorted(kos, key=lambda p: p.stat().st_size)[-3:]
+    chosen = list(dict.fromkeys([*with_fw, *with_softdep, *biggest, *kos[:20]]))
+    assert with_fw and with_softdep
+    out = tmp_path_factory.mktemp("modules")
+    for p in chosen:
+        shutil.copyfile(p, out / p.name)
+    return sorted(out.iterdir())
+
+
+@pytest.mark.parametrize(("tool", "suffix", "args"), COMPRESSORS, ids=[c[0] for c in COMPRESSORS])
+def test_host_modules_compressed_read_as_uncompressed(
+    host_modules: list[Path], tmp_path: Path, tool: str, suffix: str, args: list[str]
+) -> None:
+    require_program(tool, tool if tool != "xz" else "xz-utils")
+    for ko in host_modules:
+        packed = tmp_path / (ko.name + suffix)
+        packed.write_bytes(
+            subprocess.run([tool, *args, "-c", str(ko)], capture_output=True, check=True).stdout
+        )
+        assert prefix_modinfo(packed.read_bytes(), _name(ko)) is not None, packed
+        assert read_modinfo(packed) == read_modinfo(ko), packed
+
+
+def test_an_elf_without_modinfo_is_read_whole_and_has_none(tmp_path: Path) -> None:
+    packed = tmp_path / "true.ko.xz"
+    packed.write_bytes(subprocess.run(["xz", "-c", "/bin/true"], capture_output=True, check=True).stdout)
+    assert prefix_modinfo(packed.read_bytes(), "true") is None
+    assert read_modinfo(packed) == ModInfo()
+
+
+def test_a_module_of_another_name_is_read_by_its_headers(host_modules: list[Path], tmp_path: Path) -> None:
+    ko = host_modules[0]
+    packed = tmp_path / "renamed.ko.xz"
+    packed.write_bytes(subprocess.run(["xz", "-c", str(ko)], capture_output=True, check=True).stdout)
+    assert prefix_modinfo(packed.read_bytes(), "renamed") is None
+    assert read_modinfo(packed) == read_modinfo(ko)
+
+
+def test_a_truncated_compressed_module_is_a_user_error(host_modules: list[Path], tmp_path: Path) -> None:
+    ko = max(host_modules, key=lambda p: p.stat().st_size)
+    data = subprocess.run(["xz", "-c", str(ko)], capture_output=True, check=True).stdout
+    cut = tmp_path / ko.name.replace(".ko", "-cut.ko.xz")
+    cut.write_bytes(data[:200])
+    with pytest.raises(InitrdError, match="cannot read kernel module"):
+        read_modinfo(cut)
