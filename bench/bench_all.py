@@ -5,11 +5,16 @@ interleaved (run 1 of every case, then run 2 ...) so that a change in machine lo
 alike. Prints min/median wall time per case, the ratios to dracut, and the image sizes
 (compressed, uncompressed) with the biggest contributors of ours.
 
-    bench/bench_all.py [-k KVER] [--runs N] [--skip-dracut] [--json FILE]
+    bench/bench_all.py [-k KVER] [--runs N] [--skip-dracut] [--trixie | --trixie-only] [--json FILE]
 
 Every build is a fresh process (Python start-up included for ours, byte-compiled as when installed).
 Ours use --no-cache except the cached case, which builds once to fill a scratch cache and then times
 hits.
+
+--trixie adds the Debian 13 root (tests/fixtures/trixie.py: kernel 6.12 with .ko.xz modules): our
+generic build of it cold (--no-cache) and warm (cache hits), and trixie's own dracut building the same
+kernel in that root (installed into a throw-away overlay chroot), with the ratios to our generic build
+of the host's uncompressed kernel in the same run. --trixie-only runs those and that one host case.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchkernel import bench_kernel
+from trixiebench import TrixieBench, trixie_bench
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -172,10 +178,21 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--skip-dracut", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--trixie", action="store_true", help="add the Debian 13 cases (.ko.xz modules)")
+    ap.add_argument("--trixie-only", action="store_true", help="only those and our host generic build")
     args = ap.parse_args()
     args.kver = bench_kernel(args.kver).kver
-    dracut = not args.skip_dracut and shutil.which("dracut") is not None
+    with trixie_bench(args.trixie or args.trixie_only, args.skip_dracut) as trixie:
+        return _bench(args, trixie)
+
+
+def _bench(args: argparse.Namespace, trixie: TrixieBench | None) -> int:
+    dracut = not args.skip_dracut and not args.trixie_only and shutil.which("dracut") is not None
     todo = cases(args.kver, dracut)
+    if args.trixie_only:
+        todo = [c for c in todo if c.name == "ours generic"]
+    if trixie is not None:
+        todo += [Case(n, t, m, cmd) for n, t, m, cmd in trixie.cases()]
     times: dict[str, list[float]] = {c.name: [] for c in todo}
     sizes: dict[str, tuple[int, int]] = {}
     started = datetime.datetime.now(datetime.UTC)
@@ -187,14 +204,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-all-") as tmp:
         env = {**os.environ, "PYTHONPATH": str(SRC), "MKOSI_INITRD_CACHE_DIR": f"{tmp}/cache"}
         outs = {c.name: Path(tmp) / (c.name.replace(" ", "-") + ".img") for c in todo}
-        cached = next(c for c in todo if c.mode == "cached")
-        run(cached.command(outs[cached.name]), env)  # fills the cache (not timed)
+        for cached in (c for c in todo if c.mode == "cached"):
+            run(cached.command(outs[cached.name]), env)  # fills the cache (not timed)
         for i in range(args.runs):
             for c in todo:
                 times[c.name].append(run(c.command(outs[c.name]), env, c.name))
                 print(f"run {i + 1}: {c.name:21} {times[c.name][-1]:7.2f} s", file=sys.stderr)
             loads.append(os.getloadavg()[0])
         for c in todo:
+            if trixie is not None:
+                trixie.fetch(c.name, outs[c.name])
             if c.mode not in ("cached", "uki", "unchecked"):
                 sizes[c.name] = (outs[c.name].stat().st_size, uncompressed_size(outs[c.name]))
     finished = datetime.datetime.now(datetime.UTC)
@@ -224,6 +243,10 @@ def main() -> int:
         d, o = times["dracut host-only"], times["ours cached"]
         ratios["cached"] = (min(d) / min(o), statistics.median(d) / statistics.median(o))
         print(f"cached   : dracut host-only/ours cached min {ratios['cached'][0]:5.1f}x")
+    if trixie is not None:
+        ratios.update(trixie.report(times, sizes))
+    if args.trixie_only:
+        return _write_json(args, started, loads, times, sizes, ratios, {})
     u, g = times["ours generic UKI"], times["ours generic"]
     extra = (min(u) - min(g), statistics.median(u) - statistics.median(g))
     print(f"UKI      : --format uki adds {extra[0]:+.2f} s (min), {extra[1]:+.2f} s (median)")
@@ -246,6 +269,18 @@ def main() -> int:
             items = contrib[kind]
             if items:
                 print(f"  {kind}: " + ", ".join(f"{n} {b / 1e6:.2f}" for n, b in items))
+    return _write_json(args, started, loads, times, sizes, ratios, report)
+
+
+def _write_json(
+    args: argparse.Namespace,
+    started: datetime.datetime,
+    loads: list[float],
+    times: dict[str, list[float]],
+    sizes: dict[str, tuple[int, int]],
+    ratios: dict[str, tuple[float, float]],
+    report: dict[str, object],
+) -> int:
     if args.json:
         args.json.write_text(
             json.dumps(
