@@ -4,6 +4,7 @@ byte-identical images cold (--no-cache), again cold, and from the build cache.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from fixtures.trixie import TrixieRoot
+from mkosi_initrd.kernel.index import load_index
 from mkosi_initrd.kernel.modinfo import decompress, modinfo_section, parse_modinfo
+from mkosi_initrd.kernel.selection import close, read_all
 
 SRC = str(Path(__file__).parents[1] / "src")
 pytestmark = pytest.mark.slow
@@ -63,3 +66,18 @@ def test_cold_and_warm_builds_of_the_trixie_root_are_byte_identical(
     data = {name: path.read_bytes() for name, path in images.items()}
     assert len(data["cold"]) > 10_000_000
     assert data["cold"] == data["again"] == data["fill"] == data["warm"]
+
+
+def test_the_closure_from_trixies_index_files_equals_the_one_from_modinfo(trixie: TrixieRoot) -> None:
+    # kmod 34's depmod wrote the modules' softdep= and weakdep= into the index files: the closure
+    # reads no .modinfo there, and must choose what reading every module's .modinfo chooses.
+    index = load_index(trixie.modules, trixie.kver)
+    assert index.modinfo_indexed
+    chosen = sorted((n, "test") for n in index.paths if n.startswith(("virtio", "ext4", "nvme", "snd_sof")))
+    fast = close(index, chosen)
+    slow = close(dataclasses.replace(index, modinfo_indexed=False), chosen)
+    assert fast.modules == slow.modules and fast.builtin == slow.builtin
+    assert not fast.info and set(slow.info) == set(slow.modules)
+    names = sorted(slow.modules)
+    assert read_all(index, names) == [slow.info[n] for n in names]
+    assert any(slow.info[n].softdep_pre or slow.info[n].weakdep for n in names)  # the case is covered

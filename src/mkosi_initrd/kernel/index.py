@@ -114,6 +114,9 @@ class KernelIndex:
     weakdeps: dict[str, tuple[str, ...]]
     aliases: AliasTable
     builtin_info: dict[str, ModInfo]
+    # modules.softdep and modules.weakdep hold what the modules' .modinfo say (kmod >= 33 writes
+    # both, with these headers): the closure then needs no .modinfo, only the firmware step does.
+    modinfo_indexed: bool = False
 
     def resolve(self, name: str) -> tuple[list[str], list[str]]:
         """A module name or alias (as in a softdep) → (loadable modules, built-in modules)."""
@@ -306,7 +309,23 @@ def load_index(moddir: Path, kver: str) -> KernelIndex:
         weakdeps=_parse_weakdep(moddir / "modules.weakdep", kver),
         aliases=_alias_table(moddir / "modules.alias", kver, builtin_info, len(paths)),
         builtin_info=builtin_info,
+        modinfo_indexed=_extracted(moddir / "modules.softdep") and _extracted(moddir / "modules.weakdep"),
     )
+
+
+def _extracted(path: Path) -> bool:
+    """The index file says it was extracted from the modules themselves (depmod's first line)."""
+    try:
+        with path.open("rb") as f:
+            return f.readline().rstrip() in _EXTRACTED
+    except OSError:
+        return False
+
+
+_EXTRACTED = (
+    b"# Soft dependencies extracted from modules themselves.",
+    b"# Weak dependencies extracted from modules themselves.",
+)
 
 
 def names_of(index: KernelIndex, names: Iterable[str]) -> list[str]:

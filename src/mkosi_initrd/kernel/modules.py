@@ -23,7 +23,7 @@ from mkosi_initrd.kernel.firmware import select_firmware
 from mkosi_initrd.kernel.index import KernelIndex, load_index
 from mkosi_initrd.kernel.modinfo import ModInfo, decompress
 from mkosi_initrd.kernel.modprobe import add_config_softdeps
-from mkosi_initrd.kernel.selection import Selection, select_modules
+from mkosi_initrd.kernel.selection import Selection, read_all, select_modules
 from mkosi_initrd.log import log
 from mkosi_initrd.plan.model import Entry, ModuleChoice
 from mkosi_initrd.plan.parts import Part
@@ -93,7 +93,11 @@ def _index_entries(kver: str, index_files: dict[str, bytes]) -> dict[str, Entry]
 
 
 def firmware_wants(index: KernelIndex, selection: Selection) -> list[tuple[str, str]]:
-    wants = [(m, fw) for m in sorted(selection.modules) for fw in selection.info[m].firmware]
+    info = selection.info
+    missing = sorted(m for m in selection.modules if m not in info)
+    if missing:  # the closure did not read them (the index files sufficed)
+        info = info | dict(zip(missing, read_all(index, missing), strict=True))
+    wants = [(m, fw) for m in sorted(selection.modules) for fw in info[m].firmware]
     for m in sorted(selection.builtin):
         wants += [(m, fw) for fw in index.builtin_info.get(m, ModInfo()).firmware]
     return wants
@@ -120,11 +124,26 @@ def plan_kernel(config: Config) -> Part:
 
 
 def start_kernel(config: Config) -> PendingKernel:
-    """Select modules and firmware, and start depmod on the subset (it runs while the caller goes on)."""
+    """Select modules and firmware, and start depmod on the subset (it runs while the caller goes on).
+
+    depmod starts before the firmware step: it decodes the whole subset on another core while
+    .modinfo is read (for firmware only, where the index files say the rest: index.modinfo_indexed)."""
     kdir = resolve_in_root(config.root, f"{MODULES_DIR}/{config.kver}")
     index = load_index(kdir, config.kver)
     add_config_softdeps(index, config.root)
     selection = select_modules(config, index)
+    entries, sources = _module_entries(config, index, selection)
+    regeneration = Regeneration(index.moddir, index.kver, sources)
+    try:
+        return PendingKernel(_kernel_part(config, index, selection, entries), regeneration)
+    except BaseException:
+        regeneration.cancel()
+        raise
+
+
+def _kernel_part(
+    config: Config, index: KernelIndex, selection: Selection, entries: dict[str, Entry]
+) -> Part:
     fw = select_firmware(config.root, config.kver, firmware_wants(index, selection), config.firmware)
     for w in (*selection.warnings, *fw.warnings):
         log.debug("kernel %s: %s", config.kver, w)  # returned in Part.warnings, shown by the caller
@@ -132,8 +151,7 @@ def start_kernel(config: Config) -> PendingKernel:
         ModuleChoice(name=name, path=stored_path(index.paths[name]), reason=reason)
         for name, reason in sorted(selection.modules.items(), key=lambda kv: index.paths[kv[0]])
     )
-    entries, sources = _module_entries(config, index, selection)
-    part = Part(
+    return Part(
         modules=modules,
         firmware=fw.choices,
         missing_firmware=fw.missing,
@@ -142,4 +160,3 @@ def start_kernel(config: Config) -> PendingKernel:
         builtin=tuple(sorted(selection.builtin)),
         required_modules=selection.required,
     )
-    return PendingKernel(part, Regeneration(index.moddir, index.kver, sources))

@@ -125,7 +125,13 @@ class _Closure:
     def run(self) -> None:
         while self._frontier:
             batch, self._frontier = self._frontier, []
-            for name, info in zip(batch, _read_all(self.index, batch), strict=True):
+            if self.index.modinfo_indexed:
+                # The index files say all the closure needs; .modinfo is read for firmware only,
+                # while depmod runs (modules.py).
+                for name in batch:
+                    self._follow(name, ModInfo())
+                continue
+            for name, info in zip(batch, read_all(self.index, batch), strict=True):
                 self.info[name] = info
                 self._follow(name, info)
 
@@ -148,7 +154,7 @@ class _Closure:
             self.add_optional(target, f"weakdep of {name}")
 
 
-def _read_all(index: KernelIndex, names: list[str]) -> list[ModInfo]:
+def read_all(index: KernelIndex, names: list[str]) -> list[ModInfo]:
     """The .modinfo of each module; compressed ones are decompressed in threads (lzma/zstd drop the GIL)."""
     paths = [index.moddir / index.paths[n] for n in names]
     if len(paths) > 4 and any(p.name.endswith(COMPRESSED_SUFFIXES) for p in paths):
