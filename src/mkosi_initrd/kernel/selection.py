@@ -10,7 +10,8 @@
    excludes;
 3. closure: modules.dep (always, even for excluded modules: they cannot load without), softdeps
    (modules.softdep and .modinfo, pre and post) and weakdeps, aliases resolved via modules.alias;
-   built-in modules satisfy dependencies.
+   built-in modules satisfy dependencies. Where depmod wrote the modules' softdeps and weakdeps
+   into the index files (index.modinfo_indexed), no .modinfo is read here: only for firmware.
 """
 
 from __future__ import annotations
