@@ -34,6 +34,7 @@ def _by_headers(path: Path) -> ModInfo:
     return parse_modinfo(modinfo_section(decompress(path.read_bytes())))
 
 
+@pytest.mark.slow  # ~1 min: every module decoded whole too
 def test_every_trixie_module_reads_the_same_from_its_prefix_as_by_its_headers(trixie: TrixieRoot) -> None:
     files = sorted(trixie.modules.rglob("*.ko.xz"))
     assert len(files) > 4000
