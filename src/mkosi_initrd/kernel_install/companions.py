@@ -17,8 +17,11 @@ then renamed into place), so a failed copy leaves the previous set, never half o
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import shutil
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +32,8 @@ from mkosi_initrd.kernel_install.policy import Context
 # silently ignored at boot, so it is refused when staging.
 SUFFIXES = (".addon.efi", ".cred", ".sysext.raw", ".confext.raw", ".raw")
 STAGED = "uki.efi.extra.d"
+CRED_HEADER_SIZES = struct.pack("<4I", 32, 1, 12, 16)
+BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 
 def check_companions(files: Sequence[Path]) -> None:
@@ -51,6 +56,24 @@ def check_companions(files: Sequence[Path]) -> None:
         seen[f.name] = f
 
 
+def credential_bytes(path: Path) -> bytes:
+    """A credential as systemd-stub should carry it: binary. `systemd-creds encrypt` writes Base64 text
+    by default, which systemd 257's generators fail to read from /.extra/credentials/ ("Failed to read
+    credential ..., ignoring: Operation not supported", seen with systemd-debug-generator), while the
+    binary form works; decoding is lossless, so Base64 text is staged decoded."""
+    data = path.read_bytes()
+    text = b"".join(data.split())
+    if not text or len(text) % 4 or text.strip(BASE64_ALPHABET):
+        return data
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        return data
+    # Only what decodes to systemd's credential header (a key type id, then the AES256-GCM sizes: key
+    # 32, block 1, IV 12, tag 16) is one; other text is left as it is.
+    return decoded if decoded[16:32] == CRED_HEADER_SIZES else data
+
+
 def uki_extra_dir(ctx: Context, kver: str) -> Path | None:
     """`$BOOT/EFI/Linux/ENTRY_TOKEN-KVER.efi.extra.d`, where 90-uki-copy puts the UKI; None when
     kernel-install did not say where that is."""
@@ -68,8 +91,12 @@ def _replace_dir(target: Path, files: Sequence[Path]) -> None:
     try:
         new.mkdir(mode=0o755)
         for f in files:
-            shutil.copyfile(f, new / f.name)
-            os.chmod(new / f.name, 0o600 if f.name.endswith(".cred") else 0o644)
+            if f.name.endswith(".cred"):
+                (new / f.name).write_bytes(credential_bytes(f))
+                os.chmod(new / f.name, 0o600)
+            else:
+                shutil.copyfile(f, new / f.name)
+                os.chmod(new / f.name, 0o644)
         for f in new.iterdir():
             with f.open("rb") as fd:
                 os.fsync(fd.fileno())
