@@ -112,7 +112,7 @@ def test_kernel_install_puts_addons_and_credentials_beside_the_uki_and_the_boot_
     uki, extra = f"EFI/Linux/{token}-{kver}.efi", f"EFI/Linux/{token}-{kver}.efi.extra.d"
     files = boot_files(machine)
     cred = f"{extra}/systemd.extra-unit.{UNIT}.cred"
-    assert sorted(files) == [uki, f"{extra}/marker.addon.efi", cred]
+    assert sorted(files) == sorted([uki, f"{extra}/marker.addon.efi", cred, f"{extra}/.mkosi-initrd-staged"])
     assert files[f"{extra}/marker.addon.efi"] == (machine.path / ADDON.lstrip("/")).read_bytes()
     # systemd-creds wrote Base64; what the stub hands to the initrd is the binary credential.
     assert (machine.path / CREDENTIAL.lstrip("/")).read_bytes()[:4].isascii()

@@ -53,11 +53,12 @@ def test_companions_land_in_the_staging_area_and_beside_the_uki(tmp_path: Path) 
     beside = tmp_path / f"boot/EFI/Linux/tok-{KVER}.efi.extra.d"
     assert stage_companions(ctx, KVER, given) == (tmp_path / "staging/uki.efi.extra.d", beside)
     want = {"a.cred": CRED, "b.cred": CRED, "debug.addon.efi": b"MZ addon"}  # Base64 staged decoded
+    want[".mkosi-initrd-staged"] = b"debug.addon.efi\na.cred\nb.cred\n"
     assert listing(tmp_path / "staging/uki.efi.extra.d") == want and listing(beside) == want
     assert (beside / "a.cred").stat().st_mode & 0o777 == 0o600
     # A second add with another set replaces the directory whole; no temp directories stay.
     stage_companions(ctx, KVER, given[:1])
-    assert listing(beside) == {"debug.addon.efi": b"MZ addon"}
+    assert listing(beside) == {".mkosi-initrd-staged": b"debug.addon.efi\n", "debug.addon.efi": b"MZ addon"}
     assert sorted(p.name for p in beside.parent.iterdir()) == [beside.name]
     # No companions configured any more: none boot with the UKI.
     assert stage_companions(ctx, KVER, []) == ()
@@ -97,4 +98,19 @@ def test_bad_companions_are_refused_before_anything_is_written(tmp_path: Path) -
     other.write_bytes(b"MZ2")
     with pytest.raises(InitrdError, match="have the same name x.addon.efi"):
         check_companions([*good, other])
-    assert listing(beside) == {"x.addon.efi": b"MZ"}
+    assert listing(beside) == {".mkosi-initrd-staged": b"x.addon.efi\n", "x.addon.efi": b"MZ"}
+
+
+def test_files_others_put_beside_the_uki_are_kept_ours_replaced(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    beside = tmp_path / f"boot/EFI/Linux/tok-{KVER}.efi.extra.d"
+    beside.mkdir(parents=True)
+    (beside / "theirs.addon.efi").write_bytes(b"MZ theirs")
+    stage_companions(ctx, KVER, files(tmp_path, ours_addon_efi=b"MZ ours"))
+    assert listing(beside) == {
+        ".mkosi-initrd-staged": b"ours.addon.efi\n",
+        "ours.addon.efi": b"MZ ours",
+        "theirs.addon.efi": b"MZ theirs",
+    }
+    stage_companions(ctx, KVER, [])  # ours left the configuration: theirs stays
+    assert listing(beside) == {".mkosi-initrd-staged": b"", "theirs.addon.efi": b"MZ theirs"}
