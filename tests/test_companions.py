@@ -42,6 +42,16 @@ def files(tmp_path: Path, **content: bytes) -> list[Path]:
     return out
 
 
+def named(tmp_path: Path, content: dict[str, bytes]) -> list[Path]:
+    out = []
+    for name, data in content.items():
+        p = tmp_path / "src" / name
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(data)
+        out.append(p)
+    return out
+
+
 def listing(d: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
 
@@ -49,13 +59,23 @@ def listing(d: Path) -> dict[str, bytes]:
 def test_companions_land_in_the_staging_area_and_beside_the_uki(tmp_path: Path) -> None:
     ctx = context(tmp_path)
     base64_text = base64.encodebytes(CRED)  # what `systemd-creds encrypt` writes: wrapped Base64 lines
-    given = files(tmp_path, debug_addon_efi=b"MZ addon", a_cred=base64_text, b_cred=CRED)
+    given = [
+        *files(tmp_path, debug_addon_efi=b"MZ addon", b_cred=CRED),
+        *named(
+            tmp_path,
+            {"systemd.extra-unit.x.service.cred": base64_text, "cryptsetup.passphrase.cred": base64_text},
+        ),
+    ]
     beside = tmp_path / f"boot/EFI/Linux/tok-{KVER}.efi.extra.d"
     assert stage_companions(ctx, KVER, given) == (tmp_path / "staging/uki.efi.extra.d", beside)
-    want = {"a.cred": CRED, "b.cred": CRED, "debug.addon.efi": b"MZ addon"}  # Base64 staged decoded
-    want[".mkosi-initrd-staged"] = b"debug.addon.efi\na.cred\nb.cred\n"
+    # A generator's credential is staged decoded, a service's (ImportCredential=) as Base64.
+    want = {"b.cred": CRED, "debug.addon.efi": b"MZ addon", "systemd.extra-unit.x.service.cred": CRED}
+    want["cryptsetup.passphrase.cred"] = base64_text
+    want[".mkosi-initrd-staged"] = (
+        b"debug.addon.efi\nb.cred\nsystemd.extra-unit.x.service.cred\ncryptsetup.passphrase.cred\n"
+    )
     assert listing(tmp_path / "staging/uki.efi.extra.d") == want and listing(beside) == want
-    assert (beside / "a.cred").stat().st_mode & 0o777 == 0o600
+    assert (beside / "b.cred").stat().st_mode & 0o777 == 0o600
     # A second add with another set replaces the directory whole; no temp directories stay.
     stage_companions(ctx, KVER, given[:1])
     assert listing(beside) == {".mkosi-initrd-staged": b"debug.addon.efi\n", "debug.addon.efi": b"MZ addon"}
@@ -79,9 +99,10 @@ def test_other_layouts_get_no_companions(tmp_path: Path) -> None:
 
 
 def test_text_that_is_no_credential_is_staged_as_it_is(tmp_path: Path) -> None:
-    plain = files(tmp_path, plain_cred=b"aGVsbG8gd29ybGQh\n", binary_cred=CRED)
+    plain = named(tmp_path, {"systemd.extra-unit.a.service.cred": b"aGVsbG8gd29ybGQh\n"})
     assert credential_bytes(plain[0]) == b"aGVsbG8gd29ybGQh\n"  # valid Base64, but no credential header
-    assert credential_bytes(plain[1]) == CRED
+    binary = named(tmp_path, {"systemd.extra-unit.b.service.cred": CRED})
+    assert credential_bytes(binary[0]) == CRED
 
 
 def test_bad_companions_are_refused_before_anything_is_written(tmp_path: Path) -> None:

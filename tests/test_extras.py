@@ -83,11 +83,6 @@ def test_settings_newer_than_the_planned_systemd_are_left_out(tmp_path: Path) ->
     assert b"ImportCredential=cryptsetup.*" in (
         _by_path(generated_entries(Config(root=root), newer))[dropin].data or b""
     )
-    # systemd-sysusers runs in the initrd for a root password credential (passwd.* beside the UKI).
-    sysusers = "/usr/lib/systemd/system/systemd-sysusers.service.d/credential.conf"
-    assert sysusers not in _by_path(generated_entries(Config(root=root), plan))
-    text = _by_path(generated_entries(Config(root=root), newer))[sysusers].data or b""
-    assert b"ConditionCredential=|passwd.hashed-password.root" in text
 
 
 def test_initrd_release_is_parseable_by_the_shell_and_names_us() -> None:

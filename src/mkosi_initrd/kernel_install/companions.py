@@ -34,6 +34,7 @@ from mkosi_initrd.kernel_install.policy import Context
 SUFFIXES = (".addon.efi", ".cred", ".sysext.raw", ".confext.raw", ".raw")
 STAGED = "uki.efi.extra.d"
 OWNED = ".mkosi-initrd-staged"  # the names we staged, so that a later add replaces only those
+GENERATOR_CREDENTIALS = ("systemd.extra-unit.", "systemd.unit-dropin.")  # read by a generator
 CRED_HEADER_SIZES = struct.pack("<4I", 32, 1, 12, 16)
 BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
@@ -59,11 +60,15 @@ def check_companions(files: Sequence[Path]) -> None:
 
 
 def credential_bytes(path: Path) -> bytes:
-    """A credential as systemd-stub should carry it: binary. `systemd-creds encrypt` writes Base64 text
-    by default, which systemd 257's generators fail to read from /.extra/credentials/ ("Failed to read
-    credential ..., ignoring: Operation not supported", seen with systemd-debug-generator), while the
-    binary form works; decoding is lossless, so Base64 text is staged decoded."""
+    """A credential as its reader in the initrd can take it. systemd 257 reads the credentials that came
+    from the ESP (/run/credentials/@encrypted) two ways: services' ImportCredential= (cryptsetup.*,
+    passwd.*, tmpfiles.*, ...) decode Base64, as `systemd-creds encrypt` writes it, while generators
+    (systemd-debug-generator's systemd.extra-unit.* and systemd.unit-dropin.*) take the binary form
+    only: Base64 there fails ("Failed to read credential ..., ignoring: Operation not supported"). So
+    those are staged decoded (lossless), the others as they are."""
     data = path.read_bytes()
+    if not path.name.startswith(GENERATOR_CREDENTIALS):
+        return data
     text = b"".join(data.split())
     if not text or len(text) % 4 or text.strip(BASE64_ALPHABET):
         return data
