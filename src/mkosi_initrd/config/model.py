@@ -26,6 +26,8 @@ class Config:
     microcode: bool = True
     check: bool = True  # the pre-flight check (build/check.py); --no-check or Check=no turns it off
     weak_deps: bool = False
+    addons: tuple[str, ...] = ()  # UKI companions the kernel-install plugin stages (layout uki)
+    credentials: tuple[str, ...] = ()
     source_date_epoch: int = 0
     sysfs: Path = Path("/sys")  # host probes (tests point these at fixture trees)
     procfs: Path = Path("/proc")

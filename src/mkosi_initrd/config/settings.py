@@ -21,7 +21,7 @@ COMPRESSIONS = ("zstd", "xz", "gzip", "none")
 BACKENDS = ("rpm", "dpkg")
 SELECTION = ("build", "plan")  # the commands that decide what goes into the initrd
 UKI_GROUP = "UKI (--format uki)"
-SECTIONS = ("Packages", "Files", "Kernel", "Output")  # of the ini files, in the order docs list them
+SECTIONS = ("Packages", "Files", "Kernel", "Output", "UKI")  # of the ini files, in the order docs list them
 
 
 def extra_file(word: str, where: str) -> tuple[str, str]:
@@ -30,6 +30,23 @@ def extra_file(word: str, where: str) -> tuple[str, str]:
     if not src.startswith("/") or (dst and not dst.startswith("/")):
         raise InitrdError(f"{where}: ExtraFiles={word}: paths must be absolute", hint="SOURCE[:DEST]")
     return (src, dst or src)
+
+
+def companion_file(suffix: str) -> Callable[[str, str], object]:
+    """Addons=/Credentials= words: absolute paths with the name systemd-stub looks for."""
+
+    def parse(word: str, where: str) -> object:
+        key = "Addons" if suffix == ".addon.efi" else "Credentials"
+        if not word.startswith("/"):
+            raise InitrdError(f"{where}: {key}={word}: the path must be absolute")
+        if not word.endswith(suffix) or word.endswith("/" + suffix):
+            raise InitrdError(
+                f"{where}: {key}={word}: systemd-stub reads only NAME{suffix} files beside the UKI",
+                hint=f"rename the file to end in {suffix}",
+            )
+        return word
+
+    return parse
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,14 @@ SETTINGS: tuple[Setting, ...] = (
             doc="`SOURCE[:DEST]` absolute paths to copy into the initrd"),
     Setting("remove_files", "words", None, (), "Files", "RemoveFiles", default=(),
             doc="globs of initrd paths to leave out"),
+    Setting("addons", "words", None, (), "UKI", "Addons", default=(), word=companion_file(".addon.efi"),
+            doc="absolute paths of `NAME.addon.efi` files (`mkosi-initrd addon`) the kernel-install "
+            "plugin puts beside the UKI (layout uki), in `ENTRY-TOKEN-KVER.efi.extra.d/`"),
+    Setting("credentials", "words", None, (), "UKI", "Credentials", default=(),
+            word=companion_file(".cred"),
+            doc="absolute paths of `NAME.cred` credential files (`systemd-creds encrypt`) the "
+            "kernel-install plugin puts beside the UKI (layout uki); the initrd sees them in "
+            "`/.extra/credentials/`"),
     Setting("sysfs", "path", None, ("--sysfs",), default=Path("/sys")),  # host probes, for tests
     Setting("procfs", "path", None, ("--procfs",), default=Path("/proc")),
     Setting("verbose", "flag", "show progress", ("-v", "--verbose"), default=False, target="command"),
@@ -158,8 +183,36 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("packages_only", "flag",
             "plan the packages and their files alone, without a kernel (for roots that have none yet)",
             ("--packages-only",), default=False, commands=("plan",), target="command"),
+    # --- addon
+    Setting("name", "text", "the addon's name: the output is NAME.addon.efi unless -o says otherwise",
+            ("name",), metavar="NAME", commands=("addon",), target="command"),
+    Setting("cmdline", "text", "kernel command line words the addon appends to the UKI's",
+            ("--cmdline",), metavar="TEXT", commands=("addon",), target="command"),
+    Setting("initrd", "path",
+            "a cpio (compressed or not) the addon adds to the initrd (systemd-stub >= 257)",
+            ("--initrd",), metavar="FILE", commands=("addon",), target="command"),
+    Setting("ucode", "path", "an early microcode cpio (uncompressed) for the addon (systemd-stub >= 257)",
+            ("--ucode",), metavar="FILE", commands=("addon",), target="command"),
+    Setting("output", "path", "output file (default: ./NAME.addon.efi)", ("-o", "--output"),
+            commands=("addon",), target="command"),
+    Setting("root", "path", "root whose addon<arch>.efi.stub and uki.conf are used (default /)",
+            ("--root",), default=Path("/"), commands=("addon",), target="command"),
+    Setting("stub", "path", "the addon stub (default: the root's addon<arch>.efi.stub)", ("--stub",),
+            commands=("addon",), target="command"),
+    Setting("secureboot_private_key", "path",
+            "Secure Boot signing key (default: SecureBootPrivateKey= of uki.conf, as for the UKI)",
+            ("--secureboot-private-key",), metavar="KEY", commands=("addon",), target="command"),
+    Setting("secureboot_certificate", "path",
+            "its certificate (default: SecureBootCertificate= of uki.conf)",
+            ("--secureboot-certificate",), metavar="CERT", commands=("addon",), target="command"),
+    Setting("signtool", "text",
+            "signing tool (default: SecureBootSigningTool= of uki.conf, else the one installed)",
+            ("--signtool",), choices=("sbsign", "systemd-sbsign"), commands=("addon",), target="command"),
+    Setting("debug", "flag", "show debug output and tracebacks", ("--debug",), default=False,
+            commands=("addon",), target="command"),
     # --- inspect
-    Setting("file", "path", "the initrd or UKI", ("file",), commands=("inspect",), target="command"),
+    Setting("file", "path", "the initrd, UKI or UKI addon", ("file",), commands=("inspect",),
+            target="command"),
     Setting("json", "flag", "print as JSON", ("--json",), default=False, commands=("inspect",),
             target="command"),
     Setting("files", "flag", "list every file", ("--files",), default=False, commands=("inspect",),
