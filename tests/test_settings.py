@@ -88,6 +88,9 @@ Compression=xz
 CompressionLevel=4
 Microcode=yes
 Check=yes
+[Extensions]
+SysextSupport=no
+VerityCertificate=/etc/v.crt
 """
 
 COMMAND_LINE = [

@@ -21,7 +21,8 @@ COMPRESSIONS = ("zstd", "xz", "gzip", "none")
 BACKENDS = ("rpm", "dpkg")
 SELECTION = ("build", "plan")  # the commands that decide what goes into the initrd
 UKI_GROUP = "UKI (--format uki)"
-SECTIONS = ("Packages", "Files", "Kernel", "Output")  # of the ini files, in the order docs list them
+# The ini files' sections, in the order the docs list them.
+SECTIONS = ("Packages", "Files", "Kernel", "Output", "Extensions")
 
 
 def extra_file(word: str, where: str) -> tuple[str, str]:
@@ -95,6 +96,19 @@ SETTINGS: tuple[Setting, ...] = (
             doc="`SOURCE[:DEST]` absolute paths to copy into the initrd"),
     Setting("remove_files", "words", None, (), "Files", "RemoveFiles", default=(),
             doc="globs of initrd paths to leave out"),
+    Setting("sysext_support", "flag",
+            "let the initrd merge signed system extensions (systemd-sysext, loop, dm-verity, "
+            "erofs/squashfs, libcryptsetup); on by itself when extensions are configured",
+            ("--sysext-support",), "Extensions", "SysextSupport", default=False,
+            doc="yes/no: the initrd merges system extensions: systemd-sysext enabled in the initrd, the "
+            "loop, dm-verity, erofs, squashfs and overlay modules, libcryptsetup, the trust certificate in "
+            "`/usr/lib/verity.d/` (default: on when `/etc/mkosi-initrd/sysext.d/*.conf` exist or a "
+            "verity certificate is configured)"),
+    Setting("verity_certificate", "path",
+            "X.509 certificate (PEM) of the key extensions are signed with: the initrd trusts it "
+            "(/usr/lib/verity.d/); turns on --sysext-support",
+            ("--verity-certificate",), "Extensions", "VerityCertificate", metavar="CERT",
+            doc="PEM certificate the initrd trusts for signed extensions (`/usr/lib/verity.d/`)"),
     Setting("sysfs", "path", None, ("--sysfs",), default=Path("/sys")),  # host probes, for tests
     Setting("procfs", "path", None, ("--procfs",), default=Path("/proc")),
     Setting("verbose", "flag", "show progress", ("-v", "--verbose"), default=False, target="command"),
