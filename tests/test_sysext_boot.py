@@ -25,6 +25,7 @@ from boot.qemu import ROOT_MARKER, boot
 from fixtures.sysext_marker import MARKER, UNIT, broken_signature, marker_sysext
 from fixtures.trixie import TrixieRoot
 from fixtures.uki_inputs import make_keypair
+from mkosi_initrd.kernel_install.sysextinitrd import append_initrd, write_sysext_initrd
 
 SRC = str(Path(__file__).parents[1] / "src")
 UKI = "EFI/Linux/mkosi-initrd-test.efi"
@@ -39,6 +40,7 @@ pytestmark = pytest.mark.boot
 @dataclass(frozen=True)
 class Images:
     uki: Path
+    cert: Path
     signed: Path
     broken: Path
     loader_conf: Path
@@ -61,7 +63,7 @@ def images(trixie: TrixieRoot, tmp_path_factory: pytest.TempPathFactory) -> Imag
     conf = tmp / "loader.conf"
     conf.write_text("timeout 0\n")
     broken = broken_signature(signed, tmp / "broken.sysext.raw")
-    return Images(uki, signed, broken, conf, trixie.systemd_boot)
+    return Images(uki, cert, signed, broken, conf, trixie.systemd_boot)
 
 
 def boot_with(images: Images, extension: Path, tmp: Path, name: str) -> str:
@@ -102,3 +104,28 @@ def test_a_sysext_with_a_broken_signature_is_refused_and_the_root_is_reached(
     assert "Failed to merge hierarchies" in log
     assert "Failed to start systemd-sysext.service" in log
     assert MARKER not in log and "Merged extensions" not in log
+
+
+def test_a_type_1_entry_gets_its_sysext_from_an_extra_initrd(
+    trixie: TrixieRoot, images: Images, tmp_path: Path
+) -> None:
+    """No stub: the base initrd (cpio) and the extra initrd with /.extra/sysext/marker.raw, concatenated
+    as the kernel takes two `initrd` lines of a boot entry; systemd-sysext finds and verifies it there."""
+    base = tmp_path / "initrd"
+    cmd = [
+        sys.executable, "-m", "mkosi_initrd", "--root", str(trixie.root), "-k", trixie.kver, "--generic",
+        "--sysext-support", "--verity-certificate", str(images.cert), "-o", str(base),
+    ]  # fmt: skip
+    built = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    extra = write_sysext_initrd({"marker": images.signed}, tmp_path / "initrd-sysext")
+    both = tmp_path / "initrd+sysext"
+    both.write_bytes(base.read_bytes())
+    append_initrd(both, extra)  # layout=other's way; a boot loader aligns two initrd lines the same
+    result = boot(
+        trixie.kernel, both, [disks.marker_root("ext4")], CMDLINE.replace(" console=ttyS0,115200", ""),
+        marker=ROOT_MARKER, timeout=300, name="sysext-type1",
+    )  # fmt: skip
+    assert result.passed, result.explain()
+    log = result.log_path.read_text(errors="replace")
+    assert "Using extensions 'marker.raw'." in log and f"{MARKER} by " in log
