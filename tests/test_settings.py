@@ -15,6 +15,7 @@ from mkosi_initrd.cli import parse_args
 from mkosi_initrd.config.load import load_config
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.config.settings import SETTINGS, Setting, settings_of
+from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.uki.options import UkiInputs, uki_inputs
 
 # Config fields that are no setting: the command's, the environment's, and the command line's share
@@ -88,6 +89,9 @@ Compression=xz
 CompressionLevel=4
 Microcode=yes
 Check=yes
+[UKI]
+Addons=/etc/kernel/debug.addon.efi
+Credentials=/etc/kernel/a.cred /etc/kernel/b.cred
 [Extensions]
 SysextSupport=no
 VerityCertificate=/etc/v.crt
@@ -116,6 +120,8 @@ def test_files_and_command_line_give_each_field_its_type(tmp_path: Path) -> None
     both = load_config(tmp_path, "1.0", parse_args(COMMAND_LINE).values)
     assert both.packages == ("fx-a", "fx-b", "fx-c") and both.modules == ("nvme", "-nvme", "nvme")
     assert both.extra_files == (("/etc/a", "/etc/a"), ("/etc/b", "/etc/c"))
+    assert both.addons == ("/etc/kernel/debug.addon.efi",)
+    assert both.credentials == ("/etc/kernel/a.cred", "/etc/kernel/b.cred")
     assert (both.generic, both.backend, both.compression, both.level, both.microcode) == (
         True, "rpm", "gzip", 9, False,
     )  # fmt: skip
@@ -163,3 +169,21 @@ def test_the_check_is_on_unless_the_files_or_the_command_line_turn_it_off(tmp_pa
     assert load_config(tmp_path, "1.0").check is False
     conf.write_text("[Output]\nCheck=yes\n")
     assert load_config(tmp_path, "1.0", parse_args(["build", "--no-check"]).values).check is False
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("Addons=debug.addon.efi", "Addons=debug.addon.efi: the path must be absolute"),
+        ("Addons=/etc/kernel/debug.efi", "systemd-stub reads only NAME.addon.efi files"),
+        ("Credentials=/etc/kernel/passphrase", "systemd-stub reads only NAME.cred files"),
+    ],
+)
+def test_companion_settings_refuse_names_systemd_stub_would_ignore(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    conf = tmp_path / "etc/mkosi-initrd/mkosi-initrd.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(f"[UKI]\n{line}\n")
+    with pytest.raises(InitrdError, match=message):
+        load_config(tmp_path, "1.0")

@@ -26,6 +26,8 @@ class Config:
     microcode: bool = True
     check: bool = True  # the pre-flight check (build/check.py); --no-check or Check=no turns it off
     weak_deps: bool = False
+    addons: tuple[str, ...] = ()  # UKI companions the kernel-install plugin stages (layout uki)
+    credentials: tuple[str, ...] = ()
     verity_certificate: Path | None = None  # trusted for signed extensions (/usr/lib/verity.d/)
     sysext_support: bool = False  # the initrd merges system extensions (planner/sysext.py)
     source_date_epoch: int = 0

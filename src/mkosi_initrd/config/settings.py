@@ -22,7 +22,7 @@ BACKENDS = ("rpm", "dpkg")
 SELECTION = ("build", "plan")  # the commands that decide what goes into the initrd
 UKI_GROUP = "UKI (--format uki)"
 # The ini files' sections, in the order the docs list them.
-SECTIONS = ("Packages", "Files", "Kernel", "Output", "Extensions")
+SECTIONS = ("Packages", "Files", "Kernel", "Output", "UKI", "Extensions")
 
 
 def extra_file(word: str, where: str) -> tuple[str, str]:
@@ -31,6 +31,23 @@ def extra_file(word: str, where: str) -> tuple[str, str]:
     if not src.startswith("/") or (dst and not dst.startswith("/")):
         raise InitrdError(f"{where}: ExtraFiles={word}: paths must be absolute", hint="SOURCE[:DEST]")
     return (src, dst or src)
+
+
+def companion_file(suffix: str) -> Callable[[str, str], object]:
+    """Addons=/Credentials= words: absolute paths with the name systemd-stub looks for."""
+
+    def parse(word: str, where: str) -> object:
+        key = "Addons" if suffix == ".addon.efi" else "Credentials"
+        if not word.startswith("/"):
+            raise InitrdError(f"{where}: {key}={word}: the path must be absolute")
+        if not word.endswith(suffix) or word.endswith("/" + suffix):
+            raise InitrdError(
+                f"{where}: {key}={word}: systemd-stub reads only NAME{suffix} files beside the UKI",
+                hint=f"rename the file to end in {suffix}",
+            )
+        return word
+
+    return parse
 
 
 @dataclass(frozen=True)
@@ -96,6 +113,14 @@ SETTINGS: tuple[Setting, ...] = (
             doc="`SOURCE[:DEST]` absolute paths to copy into the initrd"),
     Setting("remove_files", "words", None, (), "Files", "RemoveFiles", default=(),
             doc="globs of initrd paths to leave out"),
+    Setting("addons", "words", None, (), "UKI", "Addons", default=(), word=companion_file(".addon.efi"),
+            doc="absolute paths of `NAME.addon.efi` files (`mkosi-initrd addon`) the kernel-install "
+            "plugin puts beside the UKI (layout uki), in `ENTRY-TOKEN-KVER.efi.extra.d/`"),
+    Setting("credentials", "words", None, (), "UKI", "Credentials", default=(),
+            word=companion_file(".cred"),
+            doc="absolute paths of `NAME.cred` credential files (`systemd-creds encrypt`) the "
+            "kernel-install plugin puts beside the UKI (layout uki); the initrd sees them in "
+            "`/.extra/credentials/`"),
     Setting("sysext_support", "flag",
             "let the initrd merge signed system extensions (systemd-sysext, loop, dm-verity, "
             "erofs/squashfs, libcryptsetup); on by itself when extensions are configured",

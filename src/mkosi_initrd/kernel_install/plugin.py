@@ -64,7 +64,26 @@ def build(req: Request, action: Action, root: Path = Path("/")) -> str:
     return build_image(config, options).summary
 
 
-def run(req: Request, ctx: Context) -> int:
+def companion_files(root: Path, kver: str) -> tuple[Path, ...]:
+    """The UKI companions the configuration names ([UKI] Addons=, Credentials=), as paths in `root`."""
+    from mkosi_initrd.config.load import load_config
+    from mkosi_initrd.rootfs import resolve_in_root
+
+    config = load_config(root.resolve(), kver)
+    return tuple(resolve_in_root(root, word) for word in (*config.addons, *config.credentials))
+
+
+def remove(req: Request, ctx: Context, action: Action) -> None:
+    from mkosi_initrd.kernel_install.companions import remove_companions
+
+    if action.output is not None:
+        logmod.log.info("removing %s", action.output)
+        action.output.unlink(missing_ok=True)
+    if ctx.layout == "uki" and (removed := remove_companions(ctx, req.kver)) is not None:
+        logmod.log.info("removed %s", removed)
+
+
+def run(req: Request, ctx: Context, root: Path = Path("/")) -> int:
     log = logmod.log
     if ctx.verbose and ctx.conf_files:
         log.info("read %s", " ".join(map(str, ctx.conf_files)))
@@ -72,15 +91,24 @@ def run(req: Request, ctx: Context) -> int:
     if action.kind == "skip":
         log.info("skipping: %s", action.reason)
         return 0
-    assert action.output is not None
     if action.kind == "remove":
-        log.info("removing %s", action.output)
-        action.output.unlink(missing_ok=True)
+        remove(req, ctx, action)
         return 0
+    assert action.output is not None
     for warning in dict.fromkeys(rival_warnings(req, ctx, action)):  # each once
         log.warning("%s", warning)
+    companions: tuple[Path, ...] = ()
+    if ctx.layout == "uki":
+        from mkosi_initrd.kernel_install.companions import check_companions, stage_companions
+
+        check_kernel(req.kver, root)
+        companions = companion_files(root, req.kver)
+        check_companions(companions)  # a missing file stops the add before anything is replaced
     log.info("building %s for kernel %s (%s)", action.output, req.kver, action.reason)
-    log.info("%s", build(req, action))
+    log.info("%s", build(req, action, root))
+    if ctx.layout == "uki":
+        for d in stage_companions(ctx, req.kver, companions):
+            log.info("staged %s in %s", " ".join(p.name for p in companions), d)
     return 0
 
 

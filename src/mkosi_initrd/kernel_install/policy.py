@@ -43,6 +43,7 @@ class Context:
     image_type: str = ""  # "uki", "pe", "unknown"; empty: kernel-install too old to say
     staging: Path | None = None
     boot_root: Path | None = None
+    entry_token: str = ""  # $KERNEL_INSTALL_ENTRY_TOKEN: the UKI is $BOOT/EFI/Linux/TOKEN-KVER.efi
     verbose: bool = False
     # kernel-install < 254 has no `microcode` staging file type: its 90-loaderentry ignores it.
     staging_microcode: bool = False
@@ -89,6 +90,7 @@ def context_from_env(environ: Mapping[str, str]) -> Context:
         image_type=environ.get("KERNEL_INSTALL_IMAGE_TYPE", ""),
         staging=Path(staging) if staging else None,
         boot_root=Path(boot_root) if boot_root else None,
+        entry_token=environ.get("KERNEL_INSTALL_ENTRY_TOKEN", ""),
         verbose=environ.get("KERNEL_INSTALL_VERBOSE", "0") not in ("", "0"),
         # kernel-install exports KERNEL_INSTALL_UKI_GENERATOR (possibly empty) since systemd 254
         # (systemd PR #26940), the release that also defined the `microcode` staging file (PR #27941).
@@ -117,6 +119,9 @@ def decide(req: Request, ctx: Context) -> Action:
     if req.command == "remove":
         if ctx.layout == "other" and ctx.boot_root and req.kver:
             return Action("remove", "layout=other", output=ctx.boot_root / f"initramfs-{req.kver}.img")
+        if ctx.layout == "uki" and req.kver:
+            # output None: the UKI itself is 90-uki-copy's; its companion files (companions.py) are ours.
+            return Action("remove", "layout=uki: the UKI's companion files")
         return Action("skip", f"remove: nothing of ours to remove for layout={ctx.layout}")
     if req.command != "add":
         return Action("skip", f"command {req.command or '(none)'!r} is not add or remove")
