@@ -14,7 +14,8 @@ before the root is mounted.
   keyrings are tried first).
 
 On when `SysextSupport=yes`/`--sysext-support`, when a verity certificate is configured, or when the
-root declares extensions in /etc/mkosi-initrd/sysext.d/*.conf (the kernel-install plugin builds them).
+root declares extensions in /etc/mkosi-initrd/sysext.d/*.conf (config/sysextconf.py; the kernel-install
+plugin builds them), whose certificates are trusted as /usr/lib/verity.d/NAME.crt.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ import stat
 from pathlib import Path
 
 from mkosi_initrd.config.model import Config
+from mkosi_initrd.config.sysextconf import definition_files, read_definitions
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.plan.model import Entry, Plan
 from mkosi_initrd.rootfs import resolve_in_root
 
 PROFILE = "sysext"
-SYSEXT_D = "/etc/mkosi-initrd/sysext.d"  # NAME.conf: the extensions kernel-install builds
 UNIT_DIR = "/usr/lib/systemd/system"
 INITRD_UNIT = "systemd-sysext-initrd.service"  # systemd >= 258, static in initrd.target.wants
 UNIT = "systemd-sysext.service"  # systemd <= 257: host and initrd, enabled here
@@ -56,17 +57,11 @@ ExecStop=systemd-sysext unmerge --no-reload
 """
 
 
-def configured_extensions(root: Path) -> list[Path]:
-    """The extension definitions the root declares (/etc/mkosi-initrd/sysext.d/NAME.conf)."""
-    d = resolve_in_root(root, SYSEXT_D)
-    return sorted(p for p in d.glob("*.conf") if p.is_file()) if d.is_dir() else []
-
-
 def wanted(config: Config) -> bool:
     return (
         config.sysext_support
         or config.verity_certificate is not None
-        or bool(configured_extensions(config.root))
+        or bool(definition_files(config.root))
     )
 
 
@@ -112,4 +107,10 @@ def sysext_entries(config: Config, plan: Plan, systemd: int | None) -> list[Entr
     out.append(_file(f"{UNIT_DIR}/{unit}.d/{DROPIN_NAME}", dropin.encode()))
     if config.verity_certificate is not None:
         out.append(_file(f"{VERITY_D}/{CERT_NAME}", read_certificate(config.verity_certificate)))
+    # The root's own extensions (sysext.d, what kernel-install builds): their certificates too, and a
+    # bad definition stops the build here, before anything is written.
+    for defn in read_definitions(config.root):
+        assert defn.verity_certificate is not None  # checked by read_definition
+        cert = resolve_in_root(config.root, str(defn.verity_certificate))
+        out.append(_file(f"{VERITY_D}/{defn.name}.crt", read_certificate(cert)))
     return out
