@@ -1,0 +1,48 @@
+"""The root's extensions (/etc/mkosi-initrd/sysext.d/NAME.conf) on `kernel-install add`: rebuilt
+for the kernel being installed, before the base initrd (a failed build replaces nothing), and
+delivered the way the layout allows:
+
+- `uki`: `NAME.sysext.raw` among the UKI's companion files (kernel_install/companions.py, staged in
+  one call with the addons and credentials): systemd-stub hands them to the initrd as /.extra/sysext/;
+- `bls`: `$KERNEL_INSTALL_STAGING_AREA/initrd-sysext`, an extra initrd with /.extra/sysext/NAME.raw
+  (kernel_install/sysextinitrd.py), which 90-loaderentry installs as a second `initrd` line
+  (it takes every staged `initrd*` file);
+- `other`: the same archive appended to initramfs-KVER.img (GRUB loads one file).
+
+`remove` needs nothing of its own: the UKI's companions go with companions.remove_companions, a
+type-1 entry's directory with kernel-install, initramfs-KVER.img with the plugin's removal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from mkosi_initrd.config.sysextconf import SysextDef
+from mkosi_initrd.kernel_install.policy import Action, Context
+from mkosi_initrd.kernel_install.sysextinitrd import append_initrd, write_sysext_initrd
+
+STAGED_INITRD = "initrd-sysext"  # after "initrd" in 90-loaderentry's sorted initrd* glob
+# (definition, kernel version, root, output file) → the signed image written there
+Builder = Callable[[SysextDef, str, Path, Path], Path]
+
+
+def build_extensions(
+    defs: Sequence[SysextDef], kver: str, root: Path, scratch: Path, builder: Builder
+) -> dict[str, Path]:
+    """NAME → NAME.sysext.raw in `scratch`, one per definition, in the definitions' order."""
+    return {d.name: builder(d, kver, root, scratch / f"{d.name}.sysext.raw") for d in defs}
+
+
+def deliver_type1(ctx: Context, action: Action, images: Mapping[str, Path], scratch: Path) -> Path | None:
+    """bls: the extra initrd staged beside ours; other: appended to the output. Returns what was
+    written (None: no images, or the layout is uki, whose companions the plugin stages)."""
+    if not images or ctx.layout == "uki":
+        return None
+    if ctx.layout == "other":
+        assert action.output is not None
+        extra = write_sysext_initrd(images, scratch / STAGED_INITRD)
+        append_initrd(action.output, extra)
+        return action.output
+    assert ctx.staging is not None  # decide() requires it for every layout but other
+    return write_sysext_initrd(images, ctx.staging / STAGED_INITRD)
