@@ -220,3 +220,29 @@ def test_not_selected_leaves_the_entry_to_initramfs_tools(machine: Machine) -> N
     assert "skipping: initrd_generator=(unset)" in result.stderr  # ours exits 0, the others go on
     entry_dir = f"{BOOT_ROOT}/{token}/{kver}"
     assert machine.entry().initrds == (f"{entry_dir}/initrd.img-{kver}",)
+
+
+SIGNED = "VerityKey=/etc/mkosi-initrd/verity.key\nVerityCertificate=/etc/mkosi-initrd/verity.crt\n"
+
+
+def verity_keys(machine: Machine) -> None:
+    """The extension-signing key pair in the root's /etc/mkosi-initrd/ (made with the host's openssl)."""
+    from fixtures.uki_inputs import make_keypair
+
+    make_keypair(machine.path("/etc/mkosi-initrd"), "verity")
+
+
+def test_a_bad_extension_definition_stops_the_add_before_the_entry_is_replaced(machine: Machine) -> None:
+    kver, token = machine.trixie.kver, machine.token
+    machine.chroot.run("sh", "-c", MASK_55)
+    machine.write("/etc/kernel/install.conf", "layout=bls\ninitrd_generator=mkosi-initrd\n")
+    machine.add()
+    initrd = machine.path(f"{BOOT_ROOT}/{token}/{kver}/initrd")
+    before, files = initrd.read_bytes(), machine.boot_files()
+    assert inspect(initrd)["manifest"]["build"]["sysext_support"] is False  # nothing declared yet
+
+    machine.write("/etc/mkosi-initrd/sysext.d/sshd.conf", "[Extension]\nPackages=openssh-server\n")
+    failed = machine.kernel_install("add", kver, f"/boot/vmlinuz-{kver}")
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert "/etc/mkosi-initrd/sysext.d/sshd.conf: the extension sshd is not signed" in failed.stderr
+    assert initrd.read_bytes() == before and machine.boot_files() == files  # the working entry stays

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from mkosi_initrd.config.sysextconf import SysextDef
+from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.kernel_install.policy import Action, Context
 from mkosi_initrd.kernel_install.sysextinitrd import append_initrd, write_sysext_initrd
 
@@ -46,3 +47,29 @@ def deliver_type1(ctx: Context, action: Action, images: Mapping[str, Path], scra
         return action.output
     assert ctx.staging is not None  # decide() requires it for every layout but other
     return write_sysext_initrd(images, ctx.staging / STAGED_INITRD)
+
+
+def command_builder(base: Path | None) -> Builder:
+    """Each extension made by `mkosi-initrd sysext` (the public command, in this process), against
+    the base the plugin installs: the host-only plan of the same root and kernel, or `base` (the
+    prebuilt generic initrd the plugin copies instead of building)."""
+
+    def build(defn: SysextDef, kver: str, root: Path, out: Path) -> Path:
+        from mkosi_initrd import cli
+
+        argv = ["sysext", defn.name, "--root", str(root), "-k", kver, "-o", str(out)]
+        argv += ["--verity-key", str(defn.verity_key), "--verity-certificate", str(defn.verity_certificate)]
+        argv += [a for p in defn.packages for a in ("--package", p)]
+        argv += [a for m in defn.modules for a in ("--add-module", m)]
+        argv += [a for f in defn.files for a in ("--files", f)]
+        argv += ["--base", str(base)] if base is not None else []
+        if cli.main(argv) != 0 or not out.is_file():
+            raise InitrdError(
+                f"{defn.source}: building the extension {defn.name} for kernel {kver} failed; "
+                "nothing was replaced",
+                hint=f"the error above names the cause; fix {defn.source} (or remove it) and run "
+                "kernel-install add again",
+            )
+        return out
+
+    return build
