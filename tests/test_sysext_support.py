@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from mkosi_initrd.build import check
 from mkosi_initrd.cli import make_config, parse_args
 from mkosi_initrd.config.model import Config
 from mkosi_initrd.errors import InitrdError
-from mkosi_initrd.plan.model import Plan
+from mkosi_initrd.plan.model import Entry, Plan
 from mkosi_initrd.planner import sysext
 from mkosi_initrd.planner.steps import make_plan
 
@@ -149,3 +150,15 @@ def test_the_setting_is_read_from_the_configuration(tmp_path: Path) -> None:
     config = make_config(parse_args(["plan", "--root", str(tmp_path), "-k", "1.0"]))
     assert config.sysext_support and sysext.wanted(config)
     assert not sysext.wanted(Config(root=tmp_path / "none"))
+
+
+def test_systemd_258s_static_initrd_unit_gets_the_drop_in_and_no_symlink(with_support: Plan) -> None:
+    unit = f"{sysext.UNIT_DIR}/{sysext.INITRD_UNIT}"
+    static = Entry(
+        f"{sysext.WANTS}/{sysext.INITRD_UNIT}", stat.S_IFLNK | 0o777, linkto=f"../{sysext.INITRD_UNIT}"
+    )
+    entries = (*with_support.entries, Entry(unit, stat.S_IFREG | 0o644, data=b"[Unit]\n", size=7), static)
+    plan = dataclasses.replace(with_support, entries=tuple(e for e in entries if e.path != UNIT_LINK))
+    added = {e.path: e for e in sysext.sysext_entries(Config(root=Path("/nonexistent")), plan, 258)}
+    assert set(added) == {f"{unit}.d/{sysext.DROPIN_NAME}"}
+    assert [p for p in check.problems(plan) if p.startswith("sysext support")] == []
