@@ -16,7 +16,7 @@ from mkosi_initrd import cli
 
 REPO = Path(__file__).resolve().parent.parent
 OPTION = re.compile(r"(?<![\w/-])--?[A-Za-z][\w-]*")
-COMMANDS = ("build", "plan", "inspect")
+COMMANDS = ("build", "plan", "inspect", "addon")
 
 
 @pytest.fixture(scope="module")

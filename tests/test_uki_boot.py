@@ -8,15 +8,12 @@ store, by virt-firmware's virt-fw-vars), the signed UKI boots and the unsigned o
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from boot import qemu
+from boot import qemu, secureboot
 from boot.disks import ROOT_UUID, make_esp, marker_root
 from boot.qemu import ROOT_MARKER, boot
 from fixtures.kernel import kernel_under_test
@@ -74,28 +71,10 @@ def signing_flags(keys: Path) -> list[str]:
     return ["--secureboot-private-key", str(key), "--secureboot-certificate", str(cert)]
 
 
-def virt_fw_vars() -> str:
-    found = shutil.which("virt-fw-vars") or str(Path(sys.executable).parent / "virt-fw-vars")
-    if not Path(found).exists():
-        pytest.skip("virt-fw-vars (pip: virt-firmware, a dev dependency) is not installed")
-    return found
-
-
 @pytest.fixture
 def secure_boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """OVMF variables with Secure Boot on and only our certificate trusted; returns the keys directory."""
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    _, cert = make_keypair(keys)
-    enrolled = tmp_path / "OVMF_VARS.secureboot.fd"
-    owner = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d"  # any GUID: the owner of our db entry
-    subprocess.run(
-        [virt_fw_vars(), "-i", str(qemu.OVMF_VARS), "-o", str(enrolled), "--enroll-cert", str(cert),
-         "--add-db", owner, str(cert), "--no-microsoft", "--sb"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    monkeypatch.setattr(qemu, "OVMF_VARS", enrolled)  # boot() copies this template for each guest
-    return keys
+    return secureboot.enroll(tmp_path, monkeypatch)
 
 
 def test_secure_boot_runs_the_signed_uki(tmp_path: Path, secure_boot: Path) -> None:

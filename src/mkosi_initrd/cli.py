@@ -1,4 +1,4 @@
-"""Command line: `mkosi-initrd [build]`, `mkosi-initrd plan`, `mkosi-initrd inspect`.
+"""Command line: `mkosi-initrd [build]`, `plan`, `inspect`, `addon`.
 
 The options are config/settings.py's table: parse_args() turns the command line into the values of
 its settings, from which the Config (config/load.py), the build's options and the UKI's are made."""
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 COMMANDS = {
     "build": "build an initrd (the default command)",
     "plan": "show what would go into the initrd, and why",
-    "inspect": "show what an initrd or UKI holds",
+    "inspect": "show what an initrd, UKI or UKI addon holds",
+    "addon": "build a UKI addon (NAME.addon.efi: a command line, initrd or microcode for systemd-stub)",
 }
 
 
@@ -64,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mkosi-initrd",
         description="Build an initrd (or UKI) from the packages already installed on this system.",
-        epilog="Commands: build (default), plan, inspect. See 'mkosi-initrd COMMAND --help'.",
+        epilog="Commands: build (default), plan, inspect, addon. See 'mkosi-initrd COMMAND --help'.",
     )
     p.add_argument("--version", action="version", version=f"mkosi-initrd {__version__}")
     sub = p.add_subparsers(dest="command")
@@ -183,11 +184,35 @@ def cmd_inspect(invocation: Invocation) -> int:
     return inspect(path, as_json=bool(values.flag("json")), list_files=bool(values.flag("files")))
 
 
+def cmd_addon(invocation: Invocation) -> int:
+    from mkosi_initrd.uki.addon import addon_options, build_addon
+
+    v = invocation.values
+    options = addon_options(
+        (v.path("root") or Path("/")).resolve(),
+        v.text("name") or "",
+        cmdline=v.text("cmdline"),
+        initrd=v.path("initrd"),
+        ucode=v.path("ucode"),
+        output=v.path("output"),
+        stub=v.path("stub"),
+        key=v.path("secureboot_private_key"),
+        cert=v.path("secureboot_certificate"),
+        tool=v.text("signtool"),
+    )
+    build_addon(options)
+    signed = f"signed with {options.signing.cert}" if options.signing else "unsigned"
+    print(f"{options.output}: UKI addon on {options.stub}, {signed}")
+    return 0
+
+
 def subject(invocation: Invocation) -> str:
     """What the command was doing, for the one line a bug prints (guard.py)."""
     values = invocation.values
     if invocation.command == "inspect":
         return f"inspecting {values.path('file')}"
+    if invocation.command == "addon":
+        return f"building the addon {values.text('name')}"
     kver = values.text("kver") or default_kver((values.path("root") or Path("/")).resolve())
     if invocation.command == "plan":
         return f"planning the initrd for kernel {kver}"
@@ -201,5 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     values = invocation.values
     debug = bool(values.flag("debug")) or os.environ.get("MKOSI_INITRD_DEBUG") == "1"
     logmod.setup(verbose=bool(values.flag("verbose")), debug=debug)
-    handler = {"build": cmd_build, "plan": cmd_plan, "inspect": cmd_inspect}[invocation.command]
+    handler = {"build": cmd_build, "plan": cmd_plan, "inspect": cmd_inspect, "addon": cmd_addon}[
+        invocation.command
+    ]
     return guard.run(lambda: handler(invocation), lambda: subject(invocation), debug=debug)

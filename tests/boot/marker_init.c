@@ -1,7 +1,9 @@
 /* /sbin/init of the test root: proves the initrd handed over to the right root, then powers off.
  * Prints one line on /dev/console:
  *   MKOSI-INITRD-ROOT-OK fs=<type of /> src=<device of /> label=<label file> uptime=<s since kernel start>
- * The uptime is the kernel-start → root-init time the boot matrix reports.
+ * The uptime is the kernel-start → root-init time the boot matrix reports. Before it, the root's
+ * kernel command line (what the UKI's .cmdline and its addons made of it):
+ *   MKOSI-INITRD-ROOT-CMDLINE <contents of /proc/cmdline>
  * With /etc/marker-mode "hibernate": swapon /dev/vdb, hibernate to it (the kernel powers off); when an
  * initrd resumes the image, the write to /sys/power/state returns here and it prints
  *   MKOSI-INITRD-RESUMED uptime=<s>     (or MKOSI-INITRD-HIBERNATE-FAILED step=... errno=...) */
@@ -104,6 +106,10 @@ int main(void) {
         reboot(RB_POWER_OFF);
         return 0;
     }
+    char cmdline[4096], line[4200];
+    read_line("/proc/cmdline", cmdline, sizeof cmdline);
+    snprintf(line, sizeof line, "\nMKOSI-INITRD-ROOT-CMDLINE %s\n", cmdline);
+    say(con, line);
     int len = snprintf(out, sizeof out, "\nMKOSI-INITRD-ROOT-OK fs=%s src=%s label=%s uptime=%ld.%03ld\n", fs,
                        src, label, (long)ts.tv_sec, ts.tv_nsec / 1000000);
     if (con >= 0) {

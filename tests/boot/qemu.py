@@ -25,6 +25,7 @@ from prereq import require_file, require_program
 
 QEMU = "qemu-system-x86_64"
 ROOT_MARKER = "MKOSI-INITRD-ROOT-OK"  # printed by tests/boot/marker_init.c, the test root's /sbin/init
+ROOT_CMDLINE = "MKOSI-INITRD-ROOT-CMDLINE"  # its line before that: the root's /proc/cmdline
 ARTIFACTS = Path(os.environ.get("MKOSI_INITRD_BOOT_ARTIFACTS", "/var/tmp/mkosi-initrd-boot"))
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -58,6 +59,14 @@ class BootResult:
     def facts(self) -> dict[str, str]:
         """key=value words of the marker line (marker_init prints fs=, src=, label=, uptime=)."""
         return dict(w.split("=", 1) for w in self.marker_line.split() if "=" in w)
+
+    @property
+    def root_cmdline(self) -> list[str] | None:
+        """The words of /proc/cmdline as the root's init saw it (marker_init.c), None if not printed."""
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith(ROOT_CMDLINE + " "):
+                return line[len(ROOT_CMDLINE) + 1 :].split()
+        return None
 
     @property
     def guest_uptime(self) -> float | None:

@@ -12,13 +12,17 @@ They go to `$KERNEL_INSTALL_STAGING_AREA/uki.efi.extra.d/`, which kernel-install
 copies beside the UKI in newer versions, and are also copied beside the UKI directly,
 `$BOOT/EFI/Linux/ENTRY_TOKEN-KVER.efi.extra.d/`: kernel-install 257's 90-uki-copy removes that
 directory on `remove` but never copies it on `add`. The directory is replaced whole (built beside it,
-then renamed into place), so a failed copy leaves the previous set, never half of a new one.
+then renamed into place), so a failed copy leaves the previous set, never half of a new one; what we
+staged last time (listed in OWNED) is replaced, files someone else put there are kept.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import shutil
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +33,10 @@ from mkosi_initrd.kernel_install.policy import Context
 # silently ignored at boot, so it is refused when staging.
 SUFFIXES = (".addon.efi", ".cred", ".sysext.raw", ".confext.raw", ".raw")
 STAGED = "uki.efi.extra.d"
+OWNED = ".mkosi-initrd-staged"  # the names we staged, so that a later add replaces only those
+GENERATOR_CREDENTIALS = ("systemd.extra-unit.", "systemd.unit-dropin.")  # read by a generator
+CRED_HEADER_SIZES = struct.pack("<4I", 32, 1, 12, 16)
+BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 
 def check_companions(files: Sequence[Path]) -> None:
@@ -51,6 +59,28 @@ def check_companions(files: Sequence[Path]) -> None:
         seen[f.name] = f
 
 
+def credential_bytes(path: Path) -> bytes:
+    """A credential as its reader in the initrd can take it. systemd 257 reads the credentials that came
+    from the ESP (/run/credentials/@encrypted) two ways: services' ImportCredential= (cryptsetup.*,
+    passwd.*, tmpfiles.*, ...) decode Base64, as `systemd-creds encrypt` writes it, while generators
+    (systemd-debug-generator's systemd.extra-unit.* and systemd.unit-dropin.*) take the binary form
+    only: Base64 there fails ("Failed to read credential ..., ignoring: Operation not supported"). So
+    those are staged decoded (lossless), the others as they are."""
+    data = path.read_bytes()
+    if not path.name.startswith(GENERATOR_CREDENTIALS):
+        return data
+    text = b"".join(data.split())
+    if not text or len(text) % 4 or text.strip(BASE64_ALPHABET):
+        return data
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        return data
+    # Only what decodes to systemd's credential header (a key type id, then the AES256-GCM sizes: key
+    # 32, block 1, IV 12, tag 16) is one; other text is left as it is.
+    return decoded if decoded[16:32] == CRED_HEADER_SIZES else data
+
+
 def uki_extra_dir(ctx: Context, kver: str) -> Path | None:
     """`$BOOT/EFI/Linux/ENTRY_TOKEN-KVER.efi.extra.d`, where 90-uki-copy puts the UKI; None when
     kernel-install did not say where that is."""
@@ -59,17 +89,37 @@ def uki_extra_dir(ctx: Context, kver: str) -> Path | None:
     return ctx.boot_root / "EFI/Linux" / f"{ctx.entry_token}-{kver}.efi.extra.d"
 
 
+def owned(target: Path) -> set[str]:
+    """The names we staged into `target` last time (its OWNED file; systemd-stub ignores that name)."""
+    try:
+        return set((target / OWNED).read_text().split())
+    except OSError:
+        return set()
+
+
 def _replace_dir(target: Path, files: Sequence[Path]) -> None:
-    """`target` holds exactly `files` afterwards, or is left as it was."""
+    """`target` holds `files`, plus whatever others put there (files we did not stage last time), or
+    is left as it was. Without either the directory goes."""
+    foreign = (
+        [p for p in target.iterdir() if p.is_file() and p.name not in owned(target) | {OWNED}]
+        if target.is_dir()
+        else []
+    )
+    foreign = [p for p in foreign if p.name not in {f.name for f in files}]  # a configured file wins
+    if not files and not foreign:
+        shutil.rmtree(target, ignore_errors=True)
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     new = target.with_name(f".{target.name}.{os.getpid()}.new")
     old = target.with_name(f".{target.name}.{os.getpid()}.old")
     shutil.rmtree(new, ignore_errors=True)
     try:
         new.mkdir(mode=0o755)
-        for f in files:
-            shutil.copyfile(f, new / f.name)
+        for f in [*files, *foreign]:
+            data = credential_bytes(f) if f.name.endswith(".cred") and f not in foreign else f.read_bytes()
+            (new / f.name).write_bytes(data)
             os.chmod(new / f.name, 0o600 if f.name.endswith(".cred") else 0o644)
+        (new / OWNED).write_text("".join(f"{f.name}\n" for f in files))
         for f in new.iterdir():
             with f.open("rb") as fd:
                 os.fsync(fd.fileno())
@@ -85,18 +135,15 @@ def _replace_dir(target: Path, files: Sequence[Path]) -> None:
 
 
 def stage_companions(ctx: Context, kver: str, files: Sequence[Path]) -> tuple[Path, ...]:
-    """Put `files` (all companions of this UKI) into the staging area and beside the UKI; returns the
-    directories written. No files: the directories are removed (a set emptied in the configuration
-    must not keep booting with the old addons)."""
+    """Put `files` (all companions of this UKI) into the staging area and beside the UKI, replacing the
+    ones staged last time (a set emptied in the configuration must not keep booting with the old
+    addons) and keeping files others put there; returns the directories that hold our files."""
     if ctx.layout != "uki":
         return ()
     check_companions(files)
     dirs = [d for d in (ctx.staging / STAGED if ctx.staging else None, uki_extra_dir(ctx, kver)) if d]
     for d in dirs:
-        if files:
-            _replace_dir(d, files)
-        else:
-            shutil.rmtree(d, ignore_errors=True)
+        _replace_dir(d, files)
     return tuple(dirs) if files else ()
 
 

@@ -1,5 +1,5 @@
-"""`mkosi-initrd inspect` of a UKI: its sections, command line, os-release, uname, SBAT, signatures
-(of the UKI and of the kernel inside), and the files of its .initrd and .ucode."""
+"""`mkosi-initrd inspect` of a UKI (or a UKI addon): its sections, command line, os-release, uname, SBAT,
+signatures (of the UKI and of the kernel inside), and the files of its .initrd and .ucode."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from mkosi_initrd.uki import pe as pemod
 from mkosi_initrd.uki.pe import read_pe
 from mkosi_initrd.uki.stub import stub_version
 
+ADDON_SECTIONS = (".cmdline", ".initrd", ".ucode", ".dtb", ".dtbauto")  # what systemd-stub takes from addons
 KNOWN_SECTIONS = (".osrel", ".cmdline", ".dtb", ".uname", ".splash", ".initrd", ".ucode", ".linux", ".sbat")
 
 
@@ -47,23 +48,12 @@ def describe(path: Path) -> dict[str, Any]:
     """What a UKI holds: sections, cmdline, os-release, uname, SBAT, signatures, the initrd's files."""
     data, pe = read_pe(path, "UKI")
     if pemod.find_section(pe, ".linux") is None:
-        raise InitrdError(f"{path} is a PE image without a .linux section, not a UKI")
-    sections = [
-        {
-            "name": pemod.section_name(s),
-            "virtual_address": s.VirtualAddress,
-            "virtual_size": s.Misc_VirtualSize,
-            "file_offset": s.PointerToRawData,
-            "file_size": s.SizeOfRawData,
-        }
-        for s in pe.sections
-    ]
+        if any(pemod.find_section(pe, n) is not None for n in ADDON_SECTIONS):
+            return describe_addon(path, data, pe)
+        raise InitrdError(f"{path} is a PE image without a .linux section, not a UKI or a UKI addon")
+    sections = _sections(pe)
 
-    def payload(name: str) -> bytes:
-        s = pemod.find_section(pe, name)
-        return bytes(s.get_data()[: s.Misc_VirtualSize]) if s is not None else b""
-
-    linux = payload(".linux")
+    linux = _payload(pe, ".linux")
     linux_pe = pemod.parse(linux, f".linux of {path}") if linux else None
     osrel = _text(pemod.find_section(pe, ".osrel"))
     sbat = _text(pemod.find_section(pe, ".sbat"))
@@ -85,8 +75,47 @@ def describe(path: Path) -> dict[str, Any]:
             "signed": bool(linux_pe and pemod.is_signed(linux_pe)),
             "signers": pemod.signer_subjects(linux_pe, linux) if linux_pe else [],
         },
-        "initrd": _describe_initrd(payload(".initrd")),
-        "ucode": _describe_initrd(payload(".ucode")) if pemod.find_section(pe, ".ucode") else None,
+        "initrd": _describe_initrd(_payload(pe, ".initrd")),
+        "ucode": _describe_initrd(_payload(pe, ".ucode")) if pemod.find_section(pe, ".ucode") else None,
+    }
+
+
+def _sections(pe: pefile.PE) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": pemod.section_name(s),
+            "virtual_address": s.VirtualAddress,
+            "virtual_size": s.Misc_VirtualSize,
+            "file_offset": s.PointerToRawData,
+            "file_size": s.SizeOfRawData,
+        }
+        for s in pe.sections
+    ]
+
+
+def _payload(pe: pefile.PE, name: str) -> bytes:
+    s = pemod.find_section(pe, name)
+    return bytes(s.get_data()[: s.Misc_VirtualSize]) if s is not None else b""
+
+
+def describe_addon(path: Path, data: bytes, pe: pefile.PE) -> dict[str, Any]:
+    """A UKI addon (uki/addon.py): its sections, command line, SBAT, signature, initrd and ucode files."""
+    from mkosi_initrd.uki.addon import addon_version
+
+    sbat = _text(pemod.find_section(pe, ".sbat"))
+    has = {name: pemod.find_section(pe, name) is not None for name in (".initrd", ".ucode")}
+    return {
+        "path": str(path),
+        "type": "addon",
+        "size": len(data),
+        "signed": pemod.is_signed(pe),
+        "signers": pemod.signer_subjects(pe, data),
+        "stub_version": addon_version(pe),
+        "sections": _sections(pe),
+        "cmdline": _text(pemod.find_section(pe, ".cmdline")),
+        "sbat": sbat.splitlines() if sbat else [],
+        "initrd": _describe_initrd(_payload(pe, ".initrd")) if has[".initrd"] else None,
+        "ucode": _describe_initrd(_payload(pe, ".ucode")) if has[".ucode"] else None,
     }
 
 
@@ -111,18 +140,21 @@ def _describe_initrd(data: bytes) -> dict[str, Any]:
 
 
 def format_description(d: Mapping[str, Any], list_files: bool = False) -> str:
-    """Human-readable `mkosi-initrd inspect` output for a UKI."""
+    """Human-readable `mkosi-initrd inspect` output for a UKI or an addon."""
     signed = f"signed by {'; '.join(d['signers']) or '?'}" if d["signed"] else "unsigned"
-    out = [f"{d['path']}: UKI, {d['size']} bytes, {signed}"]
+    addon = d.get("type") == "addon"
+    out = [f"{d['path']}: {'UKI addon' if addon else 'UKI'}, {d['size']} bytes, {signed}"]
     if d.get("stub_version"):
-        out.append(f"  stub: systemd-stub {d['stub_version']}")
-    out.append(f"  uname: {d['uname']}")
+        out.append(f"  stub: systemd-{'addon' if addon else 'stub'} {d['stub_version']}")
+    if not addon:
+        out.append(f"  uname: {d['uname']}")
     out.append(f"  cmdline: {d['cmdline']}")
     if d.get("osrel"):
         out.append(f"  osrel: {d['osrel'].get('PRETTY_NAME') or d['osrel'].get('NAME', '?')}")
-    kernel_signers = "; ".join(d["linux"].get("signers", [])) or "?"
-    signed_kernel = f"signed by {kernel_signers}" if d["linux"]["signed"] else "unsigned"
-    out.append(f"  kernel: {d['linux']['size']} bytes, {signed_kernel}")
+    if not addon:
+        kernel_signers = "; ".join(d["linux"].get("signers", [])) or "?"
+        signed_kernel = f"signed by {kernel_signers}" if d["linux"]["signed"] else "unsigned"
+        out.append(f"  kernel: {d['linux']['size']} bytes, {signed_kernel}")
     out.append("  sections:")
     for s in d["sections"]:
         out.append(
