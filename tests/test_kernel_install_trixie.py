@@ -28,6 +28,7 @@ from fixtures import trixie as trixie_fixture
 from fixtures.trixie import Chroot, TrixieRoot
 from mkosi_initrd.uki import pe as pemod
 from mkosi_initrd.uki.describe import describe
+from prereq import require
 
 SRC = str(Path(__file__).parents[1] / "src")
 BOOT_ROOT = "/boot/efi"
@@ -246,3 +247,35 @@ def test_a_bad_extension_definition_stops_the_add_before_the_entry_is_replaced(m
     assert failed.returncode != 0 and "Traceback" not in failed.stderr
     assert "/etc/mkosi-initrd/sysext.d/sshd.conf: the extension sshd is not signed" in failed.stderr
     assert initrd.read_bytes() == before and machine.boot_files() == files  # the working entry stays
+
+
+def test_sysext_d_extensions_are_built_and_delivered_by_layout_and_removed(machine: Machine) -> None:
+    """uki: NAME.sysext.raw beside the UKI (a signed DDI), the base trusting its certificate; bls: the
+    entry's second initrd holds /.extra/sysext/NAME.raw; remove leaves nothing."""
+    from mkosi_initrd import cli
+    from mkosi_initrd.image.cpioread import iter_members, read_segments
+
+    # The extensions are made by `mkosi-initrd sysext` (the issue's command; built on its own branch).
+    require("sysext" in cli.COMMANDS, "the mkosi-initrd sysext command", "its branch, i17-sysext")
+    kver, token = machine.trixie.kver, machine.token
+    machine.chroot.run("sh", "-c", MASK_55)
+    verity_keys(machine)
+    machine.write("/etc/mkosi-initrd/sysext.d/sshd.conf", f"[Extension]\nPackages=openssh-server\n{SIGNED}")
+    machine.write("/etc/kernel/install.conf", "layout=uki\nuki_generator=mkosi-initrd\n")
+    machine.add()
+    uki, image = f"EFI/Linux/{token}-{kver}.efi", f"EFI/Linux/{token}-{kver}.efi.extra.d/sshd.sysext.raw"
+    assert machine.boot_files() == [uki, image]
+    assert b'{"rootHash":' in machine.path(f"{BOOT_ROOT}/{image}").read_bytes()  # the signature partition
+    files = describe(machine.path(f"{BOOT_ROOT}/{uki}"))["initrd"]["files"]
+    assert "/usr/lib/verity.d/sshd.crt" in files and "/usr/bin/systemd-sysext" in files
+    assert machine.kernel_install("remove", kver).returncode == 0
+    assert machine.boot_files() == []
+
+    machine.write("/etc/kernel/install.conf", "layout=bls\ninitrd_generator=mkosi-initrd\n")
+    machine.add()
+    entry_dir = f"{BOOT_ROOT}/{token}/{kver}"
+    assert machine.entry().initrds == (f"{entry_dir}/initrd", f"{entry_dir}/initrd-sysext")
+    segments, _ = read_segments(machine.path(f"{entry_dir}/initrd-sysext"))
+    assert "/.extra/sysext/sshd.raw" in {m.path for m in iter_members(segments)}
+    assert machine.kernel_install("remove", kver).returncode == 0
+    assert machine.boot_files() == []
