@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from fixtures import ourpackage
 from fixtures import trixie as trixie_fixture
 from fixtures.kernel import HostKernel
@@ -30,7 +31,8 @@ SRC = str(Path(__file__).parents[1] / "src")
 def sysext(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mkosi_initrd", "sysext", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env={"PYTHONPATH": SRC, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        capture_output=True, text=True, cwd=cwd,
+        env={"PYTHONPATH": SRC, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
     )  # fmt: skip
 
 
@@ -59,7 +61,9 @@ def test_a_directory_extension_holds_the_package_and_modules_the_base_lacks(
     assert "kernel/drivers/vfio/vfio.ko" in dep and "/ext4.ko" in dep  # base + extension in one index
     assert (moddir / "kernel/drivers/vfio/vfio.ko").is_file() and not list(moddir.rglob("ext4.ko*"))
     release = (out / "usr/lib/extension-release.d/extension-release.tools").read_text().splitlines()
-    base = dict(line.split("=", 1) for line in Path("/usr/lib/os-release").read_text().splitlines() if "=" in line)
+    base = dict(
+        line.split("=", 1) for line in Path("/usr/lib/os-release").read_text().splitlines() if "=" in line
+    )
     assert release == [f"ID={base['ID']}", f"VERSION_ID={base['VERSION_ID'].strip(chr(34))}",
                        "ARCHITECTURE=x86-64", "SYSEXT_SCOPE=initrd"]  # fmt: skip
     again = tmp_path / "again"
@@ -71,8 +75,8 @@ def test_a_directory_extension_holds_the_package_and_modules_the_base_lacks(
 def test_an_image_without_systemd_repart_255_stops_naming_it_and_leaves_nothing(
     host_kernel: HostKernel, tmp_path: Path
 ) -> None:
-    made = sysext("tools", "-k", host_kernel.kver, "--generic", "--package", "cpio", "-o", tmp_path / "t.raw",
-                  cwd=tmp_path)  # fmt: skip
+    made = sysext("tools", "-k", host_kernel.kver, "--generic", "--package", "cpio",
+                  "-o", tmp_path / "t.raw", cwd=tmp_path)  # fmt: skip
     assert made.returncode == 1 and "Traceback" not in made.stderr
     assert "systemd-repart >= 255" in made.stderr and "--format directory" in made.stderr
     assert list(tmp_path.iterdir()) == []
@@ -99,7 +103,8 @@ def signature_of(image: Path) -> dict[str, str]:
     data = image.read_bytes()
     start = data.find(b'{"rootHash"')
     assert start >= 0, "no signature partition"
-    return json.loads(data[start : data.index(b"\0", start)])
+    payload: dict[str, str] = json.loads(data[start : data.index(b"\0", start)])
+    return payload
 
 
 @pytest.mark.slow

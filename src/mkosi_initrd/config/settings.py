@@ -133,10 +133,12 @@ SETTINGS: tuple[Setting, ...] = (
             "X.509 certificate (PEM) of the key extensions are signed with: the initrd trusts it "
             "(/usr/lib/verity.d/); turns on --sysext-support",
             ("--verity-certificate",), "Extensions", "VerityCertificate", metavar="CERT",
-            doc="PEM certificate the initrd trusts for signed extensions (`/usr/lib/verity.d/`)", commands=(*SELECTION, "sysext")),
+            doc="PEM certificate the initrd trusts for signed extensions (`/usr/lib/verity.d/`)",
+            commands=(*SELECTION, "sysext")),
     Setting("sysfs", "path", None, ("--sysfs",), default=Path("/sys")),  # host probes, for tests
     Setting("procfs", "path", None, ("--procfs",), default=Path("/proc")),
-    Setting("verbose", "flag", "show progress", ("-v", "--verbose"), default=False, target="command", commands=(*SELECTION, "sysext")),
+    Setting("verbose", "flag", "show progress", ("-v", "--verbose"), default=False, target="command",
+            commands=(*SELECTION, "sysext")),
     Setting("debug", "flag", "show debug output and tracebacks", ("--debug",), default=False,
             target="command"),
     # --- build
