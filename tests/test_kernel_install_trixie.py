@@ -220,3 +220,64 @@ def test_not_selected_leaves_the_entry_to_initramfs_tools(machine: Machine) -> N
     assert "skipping: initrd_generator=(unset)" in result.stderr  # ours exits 0, the others go on
     entry_dir = f"{BOOT_ROOT}/{token}/{kver}"
     assert machine.entry().initrds == (f"{entry_dir}/initrd.img-{kver}",)
+
+
+SIGNED = "VerityKey=/etc/mkosi-initrd/verity.key\nVerityCertificate=/etc/mkosi-initrd/verity.crt\n"
+
+
+def verity_keys(machine: Machine) -> None:
+    """The extension-signing key pair in the root's /etc/mkosi-initrd/ (made with the host's openssl)."""
+    from fixtures.uki_inputs import make_keypair
+
+    keys = machine.path("/etc/mkosi-initrd")
+    keys.mkdir(parents=True, exist_ok=True)
+    make_keypair(keys, "verity")
+
+
+def test_a_bad_extension_definition_stops_the_add_before_the_entry_is_replaced(machine: Machine) -> None:
+    kver, token = machine.trixie.kver, machine.token
+    machine.chroot.run("sh", "-c", MASK_55)
+    machine.write("/etc/kernel/install.conf", "layout=bls\ninitrd_generator=mkosi-initrd\n")
+    machine.add()
+    initrd = machine.path(f"{BOOT_ROOT}/{token}/{kver}/initrd")
+    before, files = initrd.read_bytes(), machine.boot_files()
+    assert inspect(initrd)["manifest"]["build"]["sysext_support"] is False  # nothing declared yet
+
+    machine.write("/etc/mkosi-initrd/sysext.d/sshd.conf", "[Extension]\nPackages=openssh-server\n")
+    failed = machine.kernel_install("add", kver, f"/boot/vmlinuz-{kver}")
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert "/etc/mkosi-initrd/sysext.d/sshd.conf: the extension sshd is not signed" in failed.stderr
+    assert initrd.read_bytes() == before and machine.boot_files() == files  # the working entry stays
+
+
+def test_sysext_d_extensions_are_built_and_delivered_by_layout_and_removed(machine: Machine) -> None:
+    """uki: NAME.sysext.raw beside the UKI (a signed DDI), the base trusting its certificate; bls: the
+    entry's second initrd holds /.extra/sysext/NAME.raw; remove leaves nothing."""
+    from mkosi_initrd import cli
+    from mkosi_initrd.image.cpioread import iter_members, read_segments
+
+    # The extensions are made by `mkosi-initrd sysext` (the issue's command; built on its own branch).
+    assert "sysext" in cli.COMMANDS
+    kver, token = machine.trixie.kver, machine.token
+    machine.chroot.run("sh", "-c", MASK_55)
+    verity_keys(machine)
+    machine.write("/etc/mkosi-initrd/sysext.d/sshd.conf", f"[Extension]\nPackages=openssh-server\n{SIGNED}")
+    machine.write("/etc/kernel/install.conf", "layout=uki\nuki_generator=mkosi-initrd\n")
+    machine.add()
+    uki, image = f"EFI/Linux/{token}-{kver}.efi", f"EFI/Linux/{token}-{kver}.efi.extra.d/sshd.sysext.raw"
+    staged = f"EFI/Linux/{token}-{kver}.efi.extra.d/.mkosi-initrd-staged"  # companions.py's record
+    assert machine.boot_files() == [uki, staged, image]
+    assert b'{"rootHash":' in machine.path(f"{BOOT_ROOT}/{image}").read_bytes()  # the signature partition
+    files = describe(machine.path(f"{BOOT_ROOT}/{uki}"))["initrd"]["files"]
+    assert "/usr/lib/verity.d/sshd.crt" in files and "/usr/bin/systemd-sysext" in files
+    assert machine.kernel_install("remove", kver).returncode == 0
+    assert machine.boot_files() == []
+
+    machine.write("/etc/kernel/install.conf", "layout=bls\ninitrd_generator=mkosi-initrd\n")
+    machine.add()
+    entry_dir = f"{BOOT_ROOT}/{token}/{kver}"
+    assert machine.entry().initrds == (f"{entry_dir}/initrd", f"{entry_dir}/initrd-sysext")
+    segments, _ = read_segments(machine.path(f"{entry_dir}/initrd-sysext"))
+    assert "/.extra/sysext/sshd.raw" in {m.path for m in iter_members(segments)}
+    assert machine.kernel_install("remove", kver).returncode == 0
+    assert machine.boot_files() == []

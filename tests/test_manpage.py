@@ -16,7 +16,7 @@ from mkosi_initrd import cli
 
 REPO = Path(__file__).resolve().parent.parent
 OPTION = re.compile(r"(?<![\w/-])--?[A-Za-z][\w-]*")
-COMMANDS = ("build", "plan", "inspect", "addon")
+COMMANDS = ("build", "plan", "inspect", "addon", "sysext")
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import pytest
 
 from fixtures.kernel import require_host_kernel
 from fixtures.rpmtools import rpmbuild_bb, rpmlint_errors
+from fixtures.uki_inputs import make_keypair
 
 REPO = Path(__file__).resolve().parent.parent
 DBPATH = "/usr/lib/sysimage/rpm"
@@ -167,6 +168,7 @@ class InitrdPackage:
     rpm: Path
     root: Path
     kver: str
+    verity_certificate: Path
 
 
 @pytest.fixture(scope="module")
@@ -178,14 +180,15 @@ def initrd_package(tmp_path_factory: pytest.TempPathFactory) -> InitrdPackage:
     kver = require_host_kernel().kver
     top = tmp_path_factory.mktemp("rpmbuild-initrd")
     python = f"env PYTHONPATH={REPO / 'src'} {sys.executable}"
-    defines = {"kver": kver, "mkosi_initrd_python": python}
+    _key, cert = make_keypair(top, "verity")  # the distribution's extension-signing certificate
+    defines = {"kver": kver, "mkosi_initrd_python": python, "verity_certificate": str(cert)}
     run([*rpmbuild_bb(REPO / "packaging/mkosi-initrd-initrd.spec", top, defines, "--nodeps")])
     (rpm,) = (top / "RPMS").glob("*/mkosi-initrd-generic-*.rpm")
     root = tmp_path_factory.mktemp("rpmroot-initrd")
     subprocess.run(
         ["rpm", "--root", root, "--dbpath", DBPATH, "-i", "--nodeps", "--noscripts", rpm], check=True
     )
-    return InitrdPackage(rpm, root, kver)
+    return InitrdPackage(rpm, root, kver, cert)
 
 
 def test_initrd_package_installs_the_initrd_where_the_plugin_looks(initrd_package: InitrdPackage) -> None:
@@ -219,6 +222,25 @@ def test_initrd_package_holds_a_generic_initrd_of_this_machines_packages(
     assert f"/usr/lib/modules/{initrd_package.kver}/modules.dep" in paths
     (packages_txt,) = initrd_package.root.glob("usr/share/doc/*/packages.txt")
     assert {p["nevra"] for p in manifest["packages"]} <= set(packages_txt.read_text().splitlines())
+
+
+def test_initrd_package_merges_extensions_and_trusts_the_distributions_certificate(
+    initrd_package: InitrdPackage,
+) -> None:
+    from mkosi_initrd.image.cpioread import read_segments
+    from mkosi_initrd.inspect import describe_initrd
+    from mkosi_initrd.planner.sysext import CERT_NAME, INITRD_UNIT, UNIT, VERITY_D, WANTS
+
+    image = initrd_package.root / f"usr/lib/modules/{initrd_package.kver}/initrd"
+    info = describe_initrd(image)
+    assert info["manifest"]["build"]["sysext_support"] is True
+    assert "sysext" in info["manifest"]["build"]["profiles"]
+    paths = {f["path"] for f in info["files"]}
+    assert f"{WANTS}/{UNIT}" in paths or f"{WANTS}/{INITRD_UNIT}" in paths
+    assert {"/usr/bin/systemd-sysext", f"{VERITY_D}/{CERT_NAME}"} <= paths
+    _segments, contents = read_segments(image, lambda p: "/verity.d/" in f"/{p}")
+    trusted = {p: data for p, data in contents.items() if p.endswith(".crt")}
+    assert list(trusted.values()) == [initrd_package.verity_certificate.read_bytes()], trusted.keys()
 
 
 def test_initrd_package_requires_its_kernel_and_is_install_only(initrd_package: InitrdPackage) -> None:

@@ -92,6 +92,9 @@ Check=yes
 [UKI]
 Addons=/etc/kernel/debug.addon.efi
 Credentials=/etc/kernel/a.cred /etc/kernel/b.cred
+[Extensions]
+SysextSupport=no
+VerityCertificate=/etc/v.crt
 """
 
 COMMAND_LINE = [
@@ -135,8 +138,8 @@ def test_each_flag_sets_its_setting(setting: Setting) -> None:
     value = {"flag": None, "tristate": None, "words": "x", "number": "3", "path": "/p", "text": "x"}
     word = setting.choices[-1] if setting.choices else value[setting.kind]
     argv = [setting.commands[0], setting.flags[-1], *([word] if word is not None else [])]
-    if setting.commands[0] in ("inspect", "addon"):
-        argv.append("FILE")  # the positional argument (inspect's FILE, addon's NAME)
+    if setting.commands[0] in ("inspect", "addon", "sysext"):
+        argv.append("FILE")  # the positional argument (inspect's FILE, addon's and sysext's NAME)
     values = parse_args(argv).values
     expected = {"flag": not setting.negate, "tristate": True, "words": ("x",)}.get(setting.kind)
     got = values.words(setting.name) if setting.kind == "words" else values.get(setting.name)

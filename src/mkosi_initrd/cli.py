@@ -1,4 +1,4 @@
-"""Command line: `mkosi-initrd [build]`, `plan`, `inspect`, `addon`.
+"""Command line: `mkosi-initrd [build]`, `plan`, `inspect`, `addon`, `sysext`.
 
 The options are config/settings.py's table: parse_args() turns the command line into the values of
 its settings, from which the Config (config/load.py), the build's options and the UKI's are made."""
@@ -29,6 +29,7 @@ COMMANDS = {
     "plan": "show what would go into the initrd, and why",
     "inspect": "show what an initrd, UKI or UKI addon holds",
     "addon": "build a UKI addon (NAME.addon.efi: a command line, initrd or microcode for systemd-stub)",
+    "sysext": "build a system extension for the initrd (NAME.sysext.raw: packages the base initrd lacks)",
 }
 
 
@@ -65,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mkosi-initrd",
         description="Build an initrd (or UKI) from the packages already installed on this system.",
-        epilog="Commands: build (default), plan, inspect, addon. See 'mkosi-initrd COMMAND --help'.",
+        epilog="Commands: build (default), plan, inspect, addon, sysext. See 'mkosi-initrd COMMAND --help'.",
     )
     p.add_argument("--version", action="version", version=f"mkosi-initrd {__version__}")
     sub = p.add_subparsers(dest="command")
@@ -206,6 +207,33 @@ def cmd_addon(invocation: Invocation) -> int:
     return 0
 
 
+def cmd_sysext(invocation: Invocation) -> int:
+    from mkosi_initrd.extensions.sysext import SysextRequest, build_sysext
+
+    v = invocation.values
+    name = v.text("name") or ""
+    fmt = v.text("sysext_format") or "raw"
+    output = v.path("output") or Path(f"{name}.sysext.raw" if fmt == "raw" else name)
+    request = SysextRequest(
+        name=name,
+        config=make_config(invocation),
+        output=output.absolute(),
+        packages=tuple(v.words("sysext_packages")),
+        modules=tuple(v.words("sysext_modules")),
+        files=tuple(v.words("sysext_files")),
+        fmt=fmt,
+        key=v.path("verity_key"),
+        cert=v.path("verity_certificate"),
+        base=v.path("base"),
+    )
+    start = time.monotonic()
+    for made in build_sysext(request):
+        trust = "signed" if made.signed else "unsigned: for local trusted use only (/run/extensions)"
+        print(f"{made.path}: {made.kind}, {len(made.files)} files, {made.size() / 1e6:.2f} MB, {trust}")
+    print(f"built in {time.monotonic() - start:.2f}s")
+    return 0
+
+
 def subject(invocation: Invocation) -> str:
     """What the command was doing, for the one line a bug prints (guard.py)."""
     values = invocation.values
@@ -213,6 +241,8 @@ def subject(invocation: Invocation) -> str:
         return f"inspecting {values.path('file')}"
     if invocation.command == "addon":
         return f"building the addon {values.text('name')}"
+    if invocation.command == "sysext":
+        return f"building the extension {values.text('name')}"
     kver = values.text("kver") or default_kver((values.path("root") or Path("/")).resolve())
     if invocation.command == "plan":
         return f"planning the initrd for kernel {kver}"
@@ -226,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     values = invocation.values
     debug = bool(values.flag("debug")) or os.environ.get("MKOSI_INITRD_DEBUG") == "1"
     logmod.setup(verbose=bool(values.flag("verbose")), debug=debug)
-    handler = {"build": cmd_build, "plan": cmd_plan, "inspect": cmd_inspect, "addon": cmd_addon}[
-        invocation.command
-    ]
+    handler = {
+        "build": cmd_build,
+        "plan": cmd_plan,
+        "inspect": cmd_inspect,
+        "addon": cmd_addon,
+        "sysext": cmd_sysext,
+    }[invocation.command]
     return guard.run(lambda: handler(invocation), lambda: subject(invocation), debug=debug)

@@ -37,6 +37,7 @@ def run(body: Callable[[], int], subject: Callable[[], str], *, debug: bool, how
     """`body()`'s exit status, with every way out of it turned into one (see the module docstring).
     `subject()` names what was being done ("building the initrd for kernel KVER") for a bug; `how`
     is how to ask for the traceback."""
+    outer = scratch.own()  # a caller's own scratch (a front end run in-process) outlives this run
     try:
         with signals_raise(reraise=False):
             return body()
@@ -60,7 +61,7 @@ def run(body: Callable[[], int], subject: Callable[[], str], *, debug: bool, how
         print(bug_line(_safe(subject), e, debug, how), file=sys.stderr)
         return EXIT_ERROR
     finally:
-        scratch.remove_own()
+        scratch.remove_own(keep=outer)
 
 
 def _safe(subject: Callable[[], str]) -> str:

@@ -156,8 +156,13 @@ class ScratchDir:
         self.cleanup()
 
 
-def remove_own() -> None:
-    """Remove what this process still has (a front end calls it on its way out, after a signal)."""
-    for path in sorted(_OWN):
+def own() -> frozenset[Path]:
+    return frozenset(_OWN)
+
+
+def remove_own(keep: frozenset[Path] = frozenset()) -> None:
+    """Remove what this process still has (a front end calls it on its way out, after a signal), but
+    `keep`: what a caller that runs a front end in-process (the plugin building an extension) made."""
+    for path in sorted(_OWN - keep):
         shutil.rmtree(path, ignore_errors=True)
-    _OWN.clear()
+    _OWN.intersection_update(keep)

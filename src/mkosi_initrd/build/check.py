@@ -12,7 +12,8 @@ file while planning), so it costs a few milliseconds, and it holds the image to:
   and modprobe's binary indexes are there;
 - every module the plan selected from the kernel's index is in the image;
 - the modules the root needs (host-only: its file systems and block stack; generic: the default
-  list's storage and file-system modules) are in the image or built into the kernel.
+  list's storage and file-system modules) are in the image or built into the kernel;
+- with sysext support, what merging extensions needs (build/sysextcheck.py).
 
 A failure is an InitrdError listing what is missing; `--no-check` skips it (and says so).
 """
@@ -24,6 +25,7 @@ import posixpath
 import stat
 from collections.abc import Iterable, Mapping
 
+from mkosi_initrd.build.sysextcheck import sysext_problems
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.kernel.index import module_name
 from mkosi_initrd.kernel.modinfo import MODULE_SUFFIXES
@@ -229,14 +231,24 @@ def _index_lines(e: Entry | None) -> list[tuple[str, list[str]]] | None:
     return out
 
 
-def module_problems(plan: Plan, image: InPlan) -> list[str]:
-    kdir = f"{MODULES_DIR}/{plan.kver}"
-    prefix = kdir + "/"
-    files = {
+def module_files(plan: Plan, image: InPlan) -> set[str]:
+    """The image's module files, relative to its kernel's module directory."""
+    prefix = f"{MODULES_DIR}/{plan.kver}/"
+    return {
         p[len(prefix) :]
         for p, e in image.paths.items()
         if p.startswith(prefix) and p.endswith(MODULE_SUFFIXES) and stat.S_ISREG(e.mode)
     }
+
+
+def available_modules(plan: Plan, image: InPlan) -> set[str]:
+    """Module names the booted image can use: its module files and the kernel's built-ins."""
+    return {module_name(rel) for rel in module_files(plan, image)} | _builtin(plan, image)
+
+
+def module_problems(plan: Plan, image: InPlan) -> list[str]:
+    kdir = f"{MODULES_DIR}/{plan.kver}"
+    files = module_files(plan, image)
     out = []
     if files or plan.modules:
         out += _index_problems(kdir, files, image)
@@ -308,6 +320,7 @@ def problems(plan: Plan) -> list[str]:
         *missing_libraries(needs, image),
         *missing_programs(needs, image),
         *module_problems(plan, image),
+        *sysext_problems(plan, image.resolve, available_modules(plan, image)),
     ]
 
 

@@ -178,9 +178,22 @@ def value_state(value: object) -> Json:
     return repr(value)
 
 
+_LOCATIONS = ("root", "sysfs", "procfs")  # where to read, not what: their contents are keyed elsewhere
+
+
 def config_state(config: Config) -> list[Json]:
-    """Every setting's value (config files and command line merged), not the files' text."""
-    return [[f.name, repr(getattr(config, f.name))] for f in fields(config) if f.name != "config_files"]
+    """Every setting's value (config files and command line merged), not the files' text; a file a
+    setting names (VerityCertificate=) by its signature too: its bytes go into the image."""
+    out: list[Json] = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name == "config_files":
+            continue
+        if isinstance(value, Path) and f.name not in _LOCATIONS:
+            out.append([f.name, value_state(value)])
+        else:
+            out.append([f.name, repr(value)])
+    return out
 
 
 def input_key(config: Config, options: BuildOptions) -> str:

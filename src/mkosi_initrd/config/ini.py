@@ -112,6 +112,10 @@ def _scalar(setting: Setting, value: str, where: str) -> object:
         if not value.lstrip("-").isdigit():
             raise InitrdError(f"{where}: {setting.key}={value}: not a number")
         return int(value)
+    if setting.kind == "path" and value:
+        if not value.startswith("/"):
+            raise InitrdError(f"{where}: {setting.key}={value}: not an absolute path")
+        return Path(value)
     if value and setting.choices and value not in setting.choices:
         raise InitrdError(f"{where}: {setting.key}={value}", hint=f"one of {' '.join(setting.choices)}")
     return value or None

@@ -28,6 +28,8 @@ class Config:
     weak_deps: bool = False
     addons: tuple[str, ...] = ()  # UKI companions the kernel-install plugin stages (layout uki)
     credentials: tuple[str, ...] = ()
+    verity_certificate: Path | None = None  # trusted for signed extensions (/usr/lib/verity.d/)
+    sysext_support: bool = False  # the initrd merges system extensions (planner/sysext.py)
     source_date_epoch: int = 0
     sysfs: Path = Path("/sys")  # host probes (tests point these at fixture trees)
     procfs: Path = Path("/proc")

@@ -21,7 +21,8 @@ COMPRESSIONS = ("zstd", "xz", "gzip", "none")
 BACKENDS = ("rpm", "dpkg")
 SELECTION = ("build", "plan")  # the commands that decide what goes into the initrd
 UKI_GROUP = "UKI (--format uki)"
-SECTIONS = ("Packages", "Files", "Kernel", "Output", "UKI")  # of the ini files, in the order docs list them
+# The ini files' sections, in the order the docs list them.
+SECTIONS = ("Packages", "Files", "Kernel", "Output", "UKI", "Extensions")
 
 
 def extra_file(word: str, where: str) -> tuple[str, str]:
@@ -81,13 +82,13 @@ SETTINGS: tuple[Setting, ...] = (
     # --- what goes into the initrd (build and plan)
     Setting("kver", "text",
             "kernel version (default: the running kernel, or the only one installed in --root)",
-            ("-k", "--kernel-version"), metavar="KVER", target="command"),
+            ("-k", "--kernel-version"), metavar="KVER", target="command", commands=(*SELECTION, "sysext")),
     Setting("root", "path",
             "root of the installed system to take packages, modules and config from (default /)",
-            ("--root",), default=Path("/"), target="command"),
+            ("--root",), default=Path("/"), target="command", commands=(*SELECTION, "sysext")),
     Setting("generic", "flag", "build a generic initrd: no host-specific modules or configuration",
             ("-g", "--generic"), "Kernel", "Generic", default=False,
-            doc="yes/no: build a generic initrd"),
+            doc="yes/no: build a generic initrd", commands=(*SELECTION, "sysext")),
     Setting("profiles", "words", "add a profile's packages and modules (repeatable)", ("--profile",),
             "Packages", "Profiles", default=(), choices=PROFILES,
             doc=f"profiles to add: `{' '.join(PROFILES)}`"),
@@ -120,9 +121,24 @@ SETTINGS: tuple[Setting, ...] = (
             doc="absolute paths of `NAME.cred` credential files (`systemd-creds encrypt`) the "
             "kernel-install plugin puts beside the UKI (layout uki); the initrd sees them in "
             "`/.extra/credentials/`"),
+    Setting("sysext_support", "flag",
+            "let the initrd merge signed system extensions (systemd-sysext, loop, dm-verity, "
+            "erofs/squashfs, libcryptsetup); on by itself when extensions are configured",
+            ("--sysext-support",), "Extensions", "SysextSupport", default=False,
+            doc="yes/no: the initrd merges system extensions: systemd-sysext enabled in the initrd, the "
+            "loop, dm-verity, erofs, squashfs and overlay modules, libcryptsetup, the trust certificate in "
+            "`/usr/lib/verity.d/` (default: on when `/etc/mkosi-initrd/sysext.d/*.conf` exist or a "
+            "verity certificate is configured)"),
+    Setting("verity_certificate", "path",
+            "X.509 certificate (PEM) of the key extensions are signed with: the initrd trusts it "
+            "(/usr/lib/verity.d/); turns on --sysext-support",
+            ("--verity-certificate",), "Extensions", "VerityCertificate", metavar="CERT",
+            doc="PEM certificate the initrd trusts for signed extensions (`/usr/lib/verity.d/`)",
+            commands=(*SELECTION, "sysext")),
     Setting("sysfs", "path", None, ("--sysfs",), default=Path("/sys")),  # host probes, for tests
     Setting("procfs", "path", None, ("--procfs",), default=Path("/proc")),
-    Setting("verbose", "flag", "show progress", ("-v", "--verbose"), default=False, target="command"),
+    Setting("verbose", "flag", "show progress", ("-v", "--verbose"), default=False, target="command",
+            commands=(*SELECTION, "sysext")),
     Setting("debug", "flag", "show debug output and tracebacks", ("--debug",), default=False,
             target="command"),
     # --- build
@@ -210,6 +226,31 @@ SETTINGS: tuple[Setting, ...] = (
             ("--signtool",), choices=("sbsign", "systemd-sbsign"), commands=("addon",), target="command"),
     Setting("debug", "flag", "show debug output and tracebacks", ("--debug",), default=False,
             commands=("addon",), target="command"),
+    # --- sysext
+    Setting("name", "text", "the extension's name: NAME.sysext.raw, extension-release.NAME", ("name",),
+            metavar="NAME", commands=("sysext",), target="command"),
+    Setting("sysext_packages", "words", "a package whose closure the extension carries (repeatable)",
+            ("--package",), default=(), metavar="PACKAGE", commands=("sysext",), target="command"),
+    Setting("sysext_modules", "words",
+            "a module the extension adds, with its dependencies and a module index for base + extension "
+            "(repeatable)", ("--add-module",), default=(), metavar="MODULE", commands=("sysext",),
+            target="command"),
+    Setting("sysext_files", "words",
+            "a file SRC put at DEST (default SRC) in the extension: /usr, /opt, or /etc (confext)",
+            ("--files",), default=(), metavar="SRC[:DEST]", commands=("sysext",), target="command"),
+    Setting("sysext_format", "text",
+            "raw: a DDI (GPT, erofs, dm-verity, signature partition when signed); directory: a tree "
+            "for local trusted use (/run/extensions), never signed", ("--format",), default="raw",
+            choices=("raw", "directory"), commands=("sysext",), target="command"),
+    Setting("verity_key", "path", "private key (PEM) that signs the image's dm-verity root hash",
+            ("--verity-key",), metavar="KEY", commands=("sysext",), target="command"),
+    Setting("base", "path",
+            "an existing initrd (e.g. the prebuilt one) as the base instead of the plan for --root",
+            ("--base",), metavar="INITRD", commands=("sysext",), target="command"),
+    Setting("output", "path", "output (default: ./NAME.sysext.raw, ./NAME for --format directory)",
+            ("-o", "--output"), commands=("sysext",), target="command"),
+    Setting("debug", "flag", "show debug output and tracebacks", ("--debug",), default=False,
+            commands=("sysext",), target="command"),
     # --- inspect
     Setting("file", "path", "the initrd, UKI or UKI addon", ("file",), commands=("inspect",),
             target="command"),

@@ -12,11 +12,15 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mkosi_initrd import log as logmod
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.kernel_install.policy import Action, Context, Request, context_from_env, decide, parse_argv
 from mkosi_initrd.kernel_install.rivals import rival_warnings
+
+if TYPE_CHECKING:
+    from mkosi_initrd.config.sysextconf import SysextDef
 
 MODULES_DIR = Path("/usr/lib/modules")
 
@@ -97,19 +101,58 @@ def run(req: Request, ctx: Context, root: Path = Path("/")) -> int:
     assert action.output is not None
     for warning in dict.fromkeys(rival_warnings(req, ctx, action)):  # each once
         log.warning("%s", warning)
+    from mkosi_initrd.config.sysextconf import read_definitions
+    from mkosi_initrd.scratch import ScratchDir
+
     companions: tuple[Path, ...] = ()
     if ctx.layout == "uki":
-        from mkosi_initrd.kernel_install.companions import check_companions, stage_companions
+        from mkosi_initrd.kernel_install.companions import check_companions
 
         check_kernel(req.kver, root)
         companions = companion_files(root, req.kver)
         check_companions(companions)  # a missing file stops the add before anything is replaced
-    log.info("building %s for kernel %s (%s)", action.output, req.kver, action.reason)
-    log.info("%s", build(req, action, root))
+    definitions = read_definitions(root)  # so does a bad extension definition
+    with ScratchDir("mkosi-initrd-sysext-") as scratch:
+        images = extension_images(req, action, root, definitions, scratch)
+        log.info("building %s for kernel %s (%s)", action.output, req.kver, action.reason)
+        log.info("%s", build(req, action, root))
+        deliver(req, ctx, action, (*companions, *images.values()), images, scratch)
+    return 0
+
+
+def extension_images(
+    req: Request, action: Action, root: Path, definitions: Sequence[SysextDef], scratch: Path
+) -> dict[str, Path]:
+    """The sysext.d extensions built for this kernel, before the base (a failure replaces nothing)."""
+    from mkosi_initrd.kernel_install.extensions import build_extensions, command_builder
+    from mkosi_initrd.kernel_install.prebuilt import prebuilt_initrd
+
+    if not definitions:
+        return {}
+    check_kernel(req.kver, root)
+    base = prebuilt_initrd(root, req.kver) if action.format == "cpio" else None
+    images = build_extensions(definitions, req.kver, root, scratch, command_builder(base))
+    logmod.log.info("built %s for kernel %s", " ".join(p.name for p in images.values()), req.kver)
+    return images
+
+
+def deliver(
+    req: Request,
+    ctx: Context,
+    action: Action,
+    companions: Sequence[Path],
+    images: Mapping[str, Path],
+    scratch: Path,
+) -> None:
+    """uki: every companion (addons, credentials, extensions) in one call; type-1: the extra initrd."""
+    from mkosi_initrd.kernel_install.companions import stage_companions
+    from mkosi_initrd.kernel_install.extensions import deliver_type1
+
     if ctx.layout == "uki":
         for d in stage_companions(ctx, req.kver, companions):
-            log.info("staged %s in %s", " ".join(p.name for p in companions), d)
-    return 0
+            logmod.log.info("staged %s in %s", " ".join(p.name for p in companions), d)
+    elif (written := deliver_type1(ctx, action, images, scratch)) is not None:
+        logmod.log.info("extensions %s for the boot entry in %s", " ".join(images), written)
 
 
 def inspect(req: Request, ctx: Context) -> int:

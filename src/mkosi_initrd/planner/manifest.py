@@ -28,6 +28,7 @@ def build_options(config: Config) -> dict[str, Any]:
         "remove_packages": list(config.remove_packages),
         "modules": list(config.modules),
         "firmware": list(config.firmware),
+        "sysext_support": config.sysext_support,
     }
 
 

@@ -24,7 +24,8 @@ from mkosi_initrd.plan.parts import Part, add_entries, merge
 from mkosi_initrd.planner import needs
 from mkosi_initrd.planner.dlopen import Fallback, dlopen_libraries
 from mkosi_initrd.planner.effective import effective_config
-from mkosi_initrd.planner.generated import generated_entries
+from mkosi_initrd.planner.generated import generated_entries, systemd_version
+from mkosi_initrd.planner.sysext import sysext_entries
 from mkosi_initrd.resources import read_list, resource_dir
 
 
@@ -44,6 +45,7 @@ def make_plan(config: Config, *, read_needs: bool = True) -> Plan:
         raise
     extra = Part(entries=tuple(files.extra_entries(config.root, config.extra_files)))
     plan = merge(config, os_release, [packages, kernel_part, host_config(config), extra])
+    plan = add_entries(plan, sysext_entries(config, plan, systemd_version(plan)))
     plan = add_entries(plan, generated_entries(config, plan))
     return replace(plan, needs=needs.scan(plan.entries)) if read_needs else plan
 
