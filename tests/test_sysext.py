@@ -140,7 +140,22 @@ def test_a_signed_openssh_server_image_in_the_debian_13_root(trixie: TrixieRoot,
             capture_output=True, check=False,
         )  # fmt: skip
         assert verify.returncode == 0, verify.stderr
+        shown = subprocess.run(
+            [sys.executable, "-m", "mkosi_initrd", "inspect", image, "--certificate", cert, "--json"],
+            capture_output=True, text=True, env={"PYTHONPATH": SRC}, check=True,
+        )  # fmt: skip
+        info = json.loads(shown.stdout)
+        kinds = [p["type"] for p in info["partitions"]]
+        assert kinds == ["root-x86-64", "root-x86-64-verity", "root-x86-64-verity-sig"]
+        assert info["root_hash"] == sig["rootHash"] and info["signature_verifies"] is True
+        assert info["extension_release"]["SYSEXT_SCOPE"] == "initrd"
+        assert "/usr/sbin/sshd" in info["files"] and "/usr/lib/systemd/systemd" not in info["files"]
         other_key, other_cert = make_keypair(tmp_path, "other")
+        against_other = subprocess.run(
+            [sys.executable, "-m", "mkosi_initrd", "inspect", image, "--certificate", other_cert],
+            capture_output=True, text=True, env={"PYTHONPATH": SRC}, check=True,
+        )  # fmt: skip
+        assert "DOES NOT verify" in against_other.stdout
         wrong = subprocess.run(
             ["openssl", "smime", "-verify", "-binary", "-inform", "DER", "-in", tmp_path / "sig.der",
              "-content", tmp_path / "roothash", "-certfile", other_cert, "-nointern", "-noverify"],

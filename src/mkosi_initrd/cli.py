@@ -182,7 +182,10 @@ def cmd_inspect(invocation: Invocation) -> int:
     values = invocation.values
     path = values.path("file")
     assert path is not None  # argparse requires it
-    return inspect(path, as_json=bool(values.flag("json")), list_files=bool(values.flag("files")))
+    return inspect(
+        path, as_json=bool(values.flag("json")), list_files=bool(values.flag("files")),
+        cert=values.path("certificate"),
+    )  # fmt: skip
 
 
 def cmd_addon(invocation: Invocation) -> int:

@@ -1,4 +1,5 @@
-"""`mkosi-initrd inspect FILE`: what an initrd (ours, dracut's, any newc one) or a UKI holds."""
+"""`mkosi-initrd inspect FILE`: what an initrd (ours, dracut's, any newc one), a UKI or a system
+extension (extensions/describe.py) holds."""
 
 from __future__ import annotations
 
@@ -136,7 +137,21 @@ def _format_manifest(m: dict[str, Any]) -> list[str]:
     return lines
 
 
-def inspect(path: Path, *, as_json: bool = False, list_files: bool = False) -> int:
+def _print(info: dict[str, Any], text: str, as_json: bool) -> None:
+    if as_json:
+        json.dump(info, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(text)
+
+
+def inspect(path: Path, *, as_json: bool = False, list_files: bool = False, cert: Path | None = None) -> int:
+    from mkosi_initrd.extensions.describe import describe_extension, format_extension, is_ddi
+
+    if path.is_dir() and (path / "usr/lib/extension-release.d").is_dir() or path.is_file() and is_ddi(path):
+        info = describe_extension(path, cert)
+        _print(info, format_extension(info, list_files), as_json)
+        return 0
     if not path.is_file():
         raise InitrdError(f"{path} does not exist or is not a file")
 
