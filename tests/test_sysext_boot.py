@@ -22,7 +22,7 @@ import pytest
 
 from boot import disks
 from boot.qemu import ROOT_MARKER, boot
-from fixtures.sysext_marker import MARKER, UNIT, broken_signature, marker_sysext
+from fixtures.sysext_marker import MARKER, UNIT, broken_signature, marker_sysext, own_marker_sysext
 from fixtures.trixie import TrixieRoot
 from fixtures.uki_inputs import make_keypair
 from mkosi_initrd.kernel_install.sysextinitrd import append_initrd, write_sysext_initrd
@@ -43,6 +43,7 @@ class Images:
     cert: Path
     signed: Path
     broken: Path
+    own: Path  # made without systemd-repart
     loader_conf: Path
     systemd_boot: Path
 
@@ -63,7 +64,8 @@ def images(trixie: TrixieRoot, tmp_path_factory: pytest.TempPathFactory) -> Imag
     conf = tmp / "loader.conf"
     conf.write_text("timeout 0\n")
     broken = broken_signature(signed, tmp / "broken.sysext.raw")
-    return Images(uki, cert, signed, broken, conf, trixie.systemd_boot)
+    own = own_marker_sysext(trixie, tmp, key, cert)
+    return Images(uki, cert, signed, broken, own, conf, trixie.systemd_boot)
 
 
 def boot_with(images: Images, extension: Path, tmp: Path, name: str) -> str:
@@ -94,6 +96,16 @@ def test_a_signed_sysext_beside_the_uki_is_merged_in_the_initrd(images: Images, 
     assert f"Finished {UNIT}" in log
     # merged before switch-root, unmerged when the initrd is left, then the root
     assert at < log.index("Unmerged '/usr'.") < log.index("Switching root.") < log.index(ROOT_MARKER)
+
+
+def test_a_sysext_made_without_systemd_repart_is_merged_in_the_initrd(
+    images: Images, tmp_path: Path
+) -> None:
+    """The DDI of extensions/verity.py (what a machine with systemd < 255 builds): systemd 257 finds its
+    partitions, verifies its signature and merges it."""
+    log = boot_with(images, images.own, tmp_path, "sysext-own")
+    assert "Merged extensions into '/usr'." in log
+    assert f"{MARKER} by /usr/lib/mkosi-initrd-test/sysext-marker" in log
 
 
 def test_a_sysext_with_a_broken_signature_is_refused_and_the_root_is_reached(

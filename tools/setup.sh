@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_PKGS=(
     rpm python3-rpm rpm2cpio rpmlint cpio zstd xz-utils binutils kmod udev systemd
     qemu-system-x86 ovmf systemd-boot-efi sbsigntool mtools dosfstools e2fsprogs xfsprogs btrfs-progs
-    erofs-utils  # inspect of system extensions (fsck.erofs)
+    erofs-utils openssl  # system extensions: mkfs.erofs and fsck.erofs (inspect), the verity signature
     cryptsetup-bin lvm2 mdadm busybox-static libarchive13 libc6-dev gcc less gzip procps util-linux fdisk
     python3 python3-venv python3-zstandard python3-pyelftools python3-pefile python3-libarchive-c
     linux-image-amd64 dracut firmware-linux-free

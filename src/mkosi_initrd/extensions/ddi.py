@@ -1,6 +1,7 @@
 """A Discoverable Disk Image of an extension tree: systemd-repart --make-ddi=sysext|confext (systemd
->= 255) writes the GPT with the erofs root partition, its dm-verity hash partition and, given a key,
-the signature partition ({"rootHash": ..., "signature": PKCS#7 over the hex root hash})."""
+>= 255 on the building machine) writes the GPT with the erofs root partition, its dm-verity hash
+partition and, given a key, the signature partition ({"rootHash": ..., "signature": PKCS#7 over the
+hex root hash}); elsewhere verity.py assembles the same layout."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
 from mkosi_initrd.errors import InitrdError
+from mkosi_initrd.extensions.verity import build_verity_ddi
 
 MIN_SYSTEMD = 255  # --make-ddi=
 
@@ -26,20 +29,10 @@ def repart_version(program: str) -> int:
     return int(found.group(1)) if found else 0
 
 
-def find_repart() -> str:
-    """systemd-repart of the machine that builds, if it can make DDIs."""
+def find_repart() -> str | None:
+    """systemd-repart of the machine that builds, if it can make DDIs (else verity.py makes them)."""
     program = shutil.which("systemd-repart")
-    version = repart_version(program) if program else 0
-    if version < MIN_SYSTEMD:
-        have = f"systemd-repart {version}" if program else "no systemd-repart"
-        raise InitrdError(
-            f"{have} on this machine: an extension image (DDI) needs systemd-repart >= {MIN_SYSTEMD} "
-            "(--make-ddi)",
-            hint="install systemd-repart >= 255 (package systemd-repart or systemd), build inside the "
-            "root (chroot) whose systemd has it, or use --format directory for a local, unsigned tree",
-        )
-    assert program is not None
-    return program
+    return program if program and repart_version(program) >= MIN_SYSTEMD else None
 
 
 def seed(tree_listing: list[str], name: str) -> str:
@@ -56,6 +49,15 @@ def make_ddi(
     program = find_repart()
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
+    if program is None or os.environ.get("MKOSI_INITRD_OWN_DDI") == "1":  # the latter: for tests
+        try:
+            with tempfile.TemporaryDirectory(dir=tree.parent) as work:
+                build_verity_ddi(tree, tmp, Path(work), seed=seed(listing, f"{kind}:{name}"), epoch=epoch,
+                                 key=key, cert=cert)  # fmt: skip
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
     cmd = [program, f"--make-ddi={kind}", f"--copy-source={tree}", f"--seed={seed(listing, name)}"]
     if key is not None and cert is not None:
         cmd += [f"--private-key={key}", f"--certificate={cert}"]
