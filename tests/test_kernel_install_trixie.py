@@ -266,7 +266,8 @@ def test_sysext_d_extensions_are_built_and_delivered_by_layout_and_removed(machi
     machine.add()
     uki, image = f"EFI/Linux/{token}-{kver}.efi", f"EFI/Linux/{token}-{kver}.efi.extra.d/sshd.sysext.raw"
     staged = f"EFI/Linux/{token}-{kver}.efi.extra.d/.mkosi-initrd-staged"  # companions.py's record
-    assert machine.boot_files() == [uki, staged, image]
+    confext = f"EFI/Linux/{token}-{kver}.efi.extra.d/sshd.confext.raw"  # openssh-server's /etc/ssh
+    assert machine.boot_files() == [uki, staged, confext, image]
     assert b'{"rootHash":' in machine.path(f"{BOOT_ROOT}/{image}").read_bytes()  # the signature partition
     files = describe(machine.path(f"{BOOT_ROOT}/{uki}"))["initrd"]["files"]
     assert "/usr/lib/verity.d/sshd.crt" in files and "/usr/bin/systemd-sysext" in files
@@ -278,6 +279,7 @@ def test_sysext_d_extensions_are_built_and_delivered_by_layout_and_removed(machi
     entry_dir = f"{BOOT_ROOT}/{token}/{kver}"
     assert machine.entry().initrds == (f"{entry_dir}/initrd", f"{entry_dir}/initrd-sysext")
     segments, _ = read_segments(machine.path(f"{entry_dir}/initrd-sysext"))
-    assert "/.extra/sysext/sshd.raw" in {m.path for m in iter_members(segments)}
+    extra = {m.path for m in iter_members(segments)}
+    assert {"/.extra/sysext/sshd.raw", "/.extra/confext/sshd.raw"} <= extra
     assert machine.kernel_install("remove", kver).returncode == 0
     assert machine.boot_files() == []

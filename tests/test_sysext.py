@@ -190,3 +190,24 @@ def test_a_signed_openssh_server_image_in_the_debian_13_root(trixie: TrixieRoot,
             capture_output=True, check=False,
         )  # fmt: skip
         assert wrong.returncode != 0
+
+
+def test_base_takes_an_existing_initrd_instead_of_the_plan(host_kernel: HostKernel, tmp_path: Path) -> None:
+    """--base INITRD (the prebuilt one, say): what that initrd holds is left out, whatever the root's
+    plan would hold. A base without /usr/bin/cpio but with kmod: the extension carries cpio only."""
+    base = tmp_path / "initrd"
+    built = subprocess.run(
+        [sys.executable, "-m", "mkosi_initrd", "-k", host_kernel.kver, "--generic", "--no-check",
+         "--no-cache", "-o", base],
+        capture_output=True, text=True, env={"PYTHONPATH": SRC}, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    out = tmp_path / "x"
+    made = sysext("x", "-k", host_kernel.kver, "--generic", "--package", "cpio", "--package", "kmod",
+                  "--base", base, "--format", "directory", "-o", out, cwd=tmp_path)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    files = {"/" + str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir()}
+    assert "/usr/bin/cpio" in files and "/usr/bin/kmod" not in files  # kmod: in the given base
+    empty = sysext("y", "-k", host_kernel.kver, "--generic", "--package", "kmod", "--base", base,
+                   "--format", "directory", "-o", tmp_path / "y", cwd=tmp_path)  # fmt: skip
+    assert empty.returncode == 1 and "would be empty" in empty.stderr

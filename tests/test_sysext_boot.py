@@ -22,7 +22,15 @@ import pytest
 
 from boot import disks
 from boot.qemu import ROOT_MARKER, boot
-from fixtures.sysext_marker import MARKER, UNIT, broken_signature, marker_sysext, own_marker_sysext
+from fixtures.sysext_marker import (
+    CONFEXT_MARKER,
+    MARKER,
+    UNIT,
+    broken_signature,
+    marker_sysext,
+    own_marker_confext,
+    own_marker_sysext,
+)
 from fixtures.trixie import TrixieRoot
 from fixtures.uki_inputs import make_keypair
 from mkosi_initrd.kernel_install.sysextinitrd import append_initrd, write_sysext_initrd
@@ -44,6 +52,7 @@ class Images:
     signed: Path
     broken: Path
     own: Path  # made without systemd-repart
+    confext: Path
     loader_conf: Path
     systemd_boot: Path
 
@@ -65,10 +74,11 @@ def images(trixie: TrixieRoot, tmp_path_factory: pytest.TempPathFactory) -> Imag
     conf.write_text("timeout 0\n")
     broken = broken_signature(signed, tmp / "broken.sysext.raw")
     own = own_marker_sysext(trixie, tmp, key, cert)
-    return Images(uki, cert, signed, broken, own, conf, trixie.systemd_boot)
+    confext = own_marker_confext(trixie, tmp, key, cert)
+    return Images(uki, cert, signed, broken, own, confext, conf, trixie.systemd_boot)
 
 
-def boot_with(images: Images, extension: Path, tmp: Path, name: str) -> str:
+def boot_with(images: Images, extension: Path, tmp: Path, name: str, confext: Path | None = None) -> str:
     esp = disks.make_esp(
         tmp / "esp.img",
         {
@@ -76,6 +86,7 @@ def boot_with(images: Images, extension: Path, tmp: Path, name: str) -> str:
             "loader/loader.conf": images.loader_conf,
             UKI: images.uki,
             f"{UKI}.extra.d/marker.sysext.raw": extension,
+            **({f"{UKI}.extra.d/marker.confext.raw": confext} if confext else {}),
         },
     )
     result = boot(
@@ -98,14 +109,16 @@ def test_a_signed_sysext_beside_the_uki_is_merged_in_the_initrd(images: Images, 
     assert at < log.index("Unmerged '/usr'.") < log.index("Switching root.") < log.index(ROOT_MARKER)
 
 
-def test_a_sysext_made_without_systemd_repart_is_merged_in_the_initrd(
+def test_a_sysext_and_confext_made_without_systemd_repart_are_merged_in_the_initrd(
     images: Images, tmp_path: Path
 ) -> None:
     """The DDI of extensions/verity.py (what a machine with systemd < 255 builds): systemd 257 finds its
     partitions, verifies its signature and merges it."""
-    log = boot_with(images, images.own, tmp_path, "sysext-own")
+    log = boot_with(images, images.own, tmp_path, "sysext-own", confext=images.confext)
     assert "Merged extensions into '/usr'." in log
     assert f"{MARKER} by /usr/lib/mkosi-initrd-test/sysext-marker" in log
+    # its companion confext, /etc in the initrd (systemd-confext.service, enabled by sysext support)
+    assert "Merged extensions into '/etc'." in log and f"{CONFEXT_MARKER} from /etc" in log
 
 
 def test_a_sysext_with_a_broken_signature_is_refused_and_the_root_is_reached(

@@ -63,7 +63,7 @@ def _same(entry: Entry, base: BaseFile) -> bool:
 
 def extension_content(full: Iterable[Entry], base: Mapping[str, BaseFile]) -> Content:
     """The entries of `full` that are new or different against `base`, by where they may go.
-    Directories come along only where something new lies below them."""
+    Directories are not carried: the tree makes those its files lie in."""
     new = [
         e for e in full
         if e.origin != GENERATED and (e.path not in base or not _same(e, base[e.path]))

@@ -89,10 +89,13 @@ def base_files(req: SysextRequest) -> dict[str, BaseFile]:
         from mkosi_initrd.image.cpioread import iter_members, read_segments
 
         segments, contents = read_segments(req.base, want=lambda p: True)
+        members = list(iter_members(segments))
+        # newc hardlinks: the data comes with one member of the group (the last), the others are empty
+        linked = {m.ino: contents[m.path] for m in members if m.nlink > 1 and m.size and m.path in contents}
         return {
-            m.name if m.name.startswith("/") else f"/{m.name}": BaseFile(
-                m.mode, m.linkto, contents.get(m.name), None, m.size)
-            for m in iter_members(segments)
+            m.path: BaseFile(m.mode, m.linkto, linked.get(m.ino, contents.get(m.path)) if m.nlink > 1
+                             else contents.get(m.path), None, m.size)
+            for m in members
         }  # fmt: skip
     return base_from_plan(_planner(req)(req.config).entries)
 

@@ -31,8 +31,14 @@ Builder = Callable[[SysextDef, str, Path, Path], Path]
 def build_extensions(
     defs: Sequence[SysextDef], kver: str, root: Path, scratch: Path, builder: Builder
 ) -> dict[str, Path]:
-    """NAME → NAME.sysext.raw in `scratch`, one per definition, in the definitions' order."""
-    return {d.name: builder(d, kver, root, scratch / f"{d.name}.sysext.raw") for d in defs}
+    """NAME → NAME.sysext.raw in `scratch`, one per definition, in the definitions' order, and
+    NAME.confext → NAME.confext.raw where the extension has /etc files (its companion confext)."""
+    images: dict[str, Path] = {}
+    for d in defs:
+        images[d.name] = builder(d, kver, root, scratch / f"{d.name}.sysext.raw")
+        if (confext := scratch / f"{d.name}.confext.raw").is_file():
+            images[f"{d.name}.confext"] = confext
+    return images
 
 
 def deliver_type1(ctx: Context, action: Action, images: Mapping[str, Path], scratch: Path) -> Path | None:

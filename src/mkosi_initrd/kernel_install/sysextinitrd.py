@@ -20,14 +20,25 @@ from mkosi_initrd.image.cpio import write_cpio
 from mkosi_initrd.plan.model import Entry
 
 EXTRA_SYSEXT = "/.extra/sysext"
+EXTRA_CONFEXT = "/.extra/confext"
+
+
+def _place(name: str, path: Path) -> str:
+    if path.name.endswith(".confext.raw"):  # NAME.confext → /.extra/confext/NAME.raw
+        return f"{EXTRA_CONFEXT}/{name.removesuffix('.confext')}.raw"
+    return f"{EXTRA_SYSEXT}/{name}.raw"
 
 
 def sysext_entries(images: Mapping[str, Path]) -> list[Entry]:
-    """NAME → image file: the archive's entries, /.extra/sysext/NAME.raw (systemd strips .sysext)."""
-    return [
-        Entry(f"{EXTRA_SYSEXT}/{name}.raw", stat.S_IFREG | 0o444, source=path, size=path.stat().st_size)
-        for name, path in sorted(images.items())
-    ]
+    """NAME → image file: the archive's entries, /.extra/sysext/NAME.raw (systemd strips .sysext), a
+    companion confext's /.extra/confext/NAME.raw."""
+    return sorted(
+        (
+            Entry(_place(name, path), stat.S_IFREG | 0o444, source=path, size=path.stat().st_size)
+            for name, path in images.items()
+        ),
+        key=lambda e: e.path,
+    )
 
 
 def write_sysext_initrd(images: Mapping[str, Path], out: Path, mtime: int = 0) -> Path:

@@ -34,6 +34,10 @@ PROFILE = "sysext"
 UNIT_DIR = "/usr/lib/systemd/system"
 INITRD_UNIT = "systemd-sysext-initrd.service"  # systemd >= 258, static in initrd.target.wants
 UNIT = "systemd-sysext.service"  # systemd <= 257: host and initrd, enabled here
+# The same for configuration extensions (/etc, the companion NAME.confext.raw): systemd >= 258 has
+# an initrd unit of its own; before that systemd-confext.service (>= 254) is enabled here.
+CONFEXT_INITRD_UNIT = "systemd-confext-initrd.service"
+CONFEXT_UNIT = "systemd-confext.service"
 WANTS = f"{UNIT_DIR}/initrd.target.wants"
 VERITY_D = "/usr/lib/verity.d"
 CERT_NAME = "mkosi-initrd.crt"
@@ -59,9 +63,7 @@ ExecStop=systemd-sysext unmerge --no-reload
 
 def wanted(config: Config) -> bool:
     return (
-        config.sysext_support
-        or config.verity_certificate is not None
-        or bool(definition_files(config.root))
+        config.sysext_support or config.verity_certificate is not None or bool(definition_files(config.root))
     )
 
 
@@ -103,6 +105,14 @@ def sysext_entries(config: Config, plan: Plan, systemd: int | None) -> list[Entr
         link = f"../{UNIT}"
         mode = stat.S_IFLNK | 0o777
         out.append(Entry(f"{WANTS}/{UNIT}", mode, linkto=link, size=len(link), origin=ORIGIN))
+    confext = f"{UNIT_DIR}/{CONFEXT_UNIT}" in paths and f"{UNIT_DIR}/{CONFEXT_INITRD_UNIT}" not in paths
+    if confext and f"{WANTS}/{CONFEXT_UNIT}" not in paths:
+        link = f"../{CONFEXT_UNIT}"
+        out.append(
+            Entry(
+                f"{WANTS}/{CONFEXT_UNIT}", stat.S_IFLNK | 0o777, linkto=link, size=len(link), origin=ORIGIN
+            )
+        )
     dropin = DROPIN + (NO_RELOAD if systemd is None or systemd >= 255 else "")
     out.append(_file(f"{UNIT_DIR}/{unit}.d/{DROPIN_NAME}", dropin.encode()))
     if config.verity_certificate is not None:
