@@ -17,6 +17,7 @@ that declares its dlopen()s is taken at its word.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import mmap
 import os
@@ -125,7 +126,21 @@ def _scan_whole(fd: int, name: bytes) -> bool:
 
 
 def notes_of(path: Path, name: str = "") -> list[DlopenNote]:
-    """The dlopen notes of one ELF file ([] for non-ELF files and files without them)."""
+    """The dlopen notes of one ELF file ([] for non-ELF files and files without them); read once per
+    process (`mkosi-initrd sysext` plans base and extension, the same files twice)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return _read_notes(path, name)
+    return list(_cached_notes(path, st.st_size, st.st_mtime_ns, name))
+
+
+@functools.cache
+def _cached_notes(path: Path, size: int, mtime_ns: int, name: str) -> tuple[DlopenNote, ...]:
+    return tuple(_read_notes(path, name))
+
+
+def _read_notes(path: Path, name: str) -> list[DlopenNote]:
     if not _mentions_section(path):
         return []
     elf = _elf(path)
