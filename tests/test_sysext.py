@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,13 +91,7 @@ def test_a_signed_image_made_without_systemd_repart_verifies_and_is_reproducible
     assert image.read_bytes() == (tmp_path / "b/sshd.sysext.raw").read_bytes()
     assert (tmp_path / "a/sshd.confext.raw").is_file()
     assert subprocess.run(["sfdisk", "--verify", image], capture_output=True).returncode == 0
-    shown = subprocess.run(
-        [sys.executable, "-m", "mkosi_initrd", "inspect", image, "--certificate", cert, "--json"],
-        capture_output=True, text=True, env={"PYTHONPATH": SRC}, check=True,
-    )  # fmt: skip
-    info = json.loads(shown.stdout)
-    kinds = [p["type"] for p in info["partitions"]]
-    assert kinds == ["root-x86-64", "root-x86-64-verity", "root-x86-64-verity-sig"]
+    info = inspected(image, cert)
     assert info["signature_verifies"] is True and "/usr/sbin/sshd" in info["files"]
     root, hashes = info["partitions"][0], info["partitions"][1]
     data = image.read_bytes()
@@ -125,6 +120,18 @@ def test_bad_requests_stop_with_a_reason(host_kernel: HostKernel, tmp_path: Path
                   tmp_path / "x", cwd=tmp_path)  # fmt: skip
     assert made.returncode == 1 and says in made.stderr and "Traceback" not in made.stderr
     assert not (tmp_path / "x").exists()
+
+
+def inspected(image: Path, cert: Path) -> dict[str, Any]:
+    """`mkosi-initrd inspect --json` of a signed image: its three partitions, as a DDI of x86-64 has."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "mkosi_initrd", "inspect", image, "--certificate", cert, "--json"],
+        capture_output=True, text=True, env={"PYTHONPATH": SRC}, check=True,
+    )  # fmt: skip
+    info: dict[str, Any] = json.loads(shown.stdout)
+    kinds = [p["type"] for p in info["partitions"]]
+    assert kinds == ["root-x86-64", "root-x86-64-verity", "root-x86-64-verity-sig"]
+    return info
 
 
 def signature_of(image: Path) -> dict[str, str]:
@@ -168,13 +175,7 @@ def test_a_signed_openssh_server_image_in_the_debian_13_root(trixie: TrixieRoot,
             capture_output=True, check=False,
         )  # fmt: skip
         assert verify.returncode == 0, verify.stderr
-        shown = subprocess.run(
-            [sys.executable, "-m", "mkosi_initrd", "inspect", image, "--certificate", cert, "--json"],
-            capture_output=True, text=True, env={"PYTHONPATH": SRC}, check=True,
-        )  # fmt: skip
-        info = json.loads(shown.stdout)
-        kinds = [p["type"] for p in info["partitions"]]
-        assert kinds == ["root-x86-64", "root-x86-64-verity", "root-x86-64-verity-sig"]
+        info = inspected(image, cert)
         assert info["root_hash"] == sig["rootHash"] and info["signature_verifies"] is True
         assert info["extension_release"]["SYSEXT_SCOPE"] == "initrd"
         assert "/usr/sbin/sshd" in info["files"] and "/usr/lib/systemd/systemd" not in info["files"]
