@@ -105,9 +105,12 @@ def qemu_command(
     writable: bool = False,
     extra_args: Sequence[str] = (),
     prefix: Sequence[str] = (),
+    serial: Sequence[str] | None = None,
 ) -> list[str]:
+    """The QEMU command line; `serial` replaces the serial port's arguments (default: log to a file)."""
     cmd = [*prefix, QEMU, "-accel", "tcg", "-cpu", "qemu64", "-m", str(memory), "-smp", "1"]
-    cmd += ["-nographic", "-nodefaults", "-no-reboot", "-monitor", "none", "-serial", f"file:{log_path}"]
+    cmd += ["-nographic", "-nodefaults", "-no-reboot", "-monitor", "none"]
+    cmd += list(serial) if serial is not None else ["-serial", f"file:{log_path}"]
     cmd += ["-device", "virtio-rng-pci"]  # entropy for cryptsetup/systemd without waiting
     if ovmf_esp is not None:
         assert ovmf_vars is not None

@@ -1,6 +1,12 @@
 """/etc/passwd and /etc/group of the initrd: the users and groups the included packages declare in
 sysusers.d (processed like systemd-sysusers), the groups their udev rules use, over the files a
-package ships."""
+package ships.
+
+root is the exception when the initrd runs systemd-sysusers at boot: sysusers then creates root itself,
+and only a user it creates takes the `passwd.hashed-password.root` / `passwd.plaintext-password.root` /
+`passwd.shell.root` credentials. So a password for the emergency shell comes with the boot (an addon's
+credential, SMBIOS, the command line) instead of being built in. Without one, sysusers leaves root
+locked and the emergency units' drop-in (resources/extra) lets sulogin in without a password."""
 
 from __future__ import annotations
 
@@ -129,23 +135,40 @@ def _existing(e: Entry | None) -> list[list[str]]:
     ]
 
 
+SYSUSERS_BINARIES = ("/usr/bin/systemd-sysusers", "/bin/systemd-sysusers")
+SYSUSERS_UNIT = "systemd-sysusers.service"
+UNIT_DIRS = ("/usr/lib/systemd/system", "/etc/systemd/system", "/lib/systemd/system")
+
+
 def passwd_group_files(entries: Sequence[Entry], root: Path) -> tuple[bytes, bytes]:
     """/etc/passwd and /etc/group for the planned `entries` (`root`'s /etc/group for rule groups)."""
     planned = {e.path: e for e in entries}
     acc = accounts(sysusers_files(entries))
     add_rule_groups(acc, udev_rule_groups(entries), root)
-    return passwd_group(acc, planned.get("/etc/passwd"), planned.get("/etc/group"))
+    root_at_boot = "root" in acc.users and sysusers_runs_at_boot(planned)
+    return passwd_group(
+        acc, planned.get("/etc/passwd"), planned.get("/etc/group"), root_at_boot=root_at_boot
+    )
+
+
+def sysusers_runs_at_boot(planned: dict[str, Entry]) -> bool:
+    """systemd-sysusers, its unit and the sysinit.target.wants link that starts it are all planned."""
+    unit = any(f"{d}/{SYSUSERS_UNIT}" in planned for d in UNIT_DIRS)
+    wanted = any(f"{d}/sysinit.target.wants/{SYSUSERS_UNIT}" in planned for d in UNIT_DIRS)
+    return unit and wanted and any(b in planned for b in SYSUSERS_BINARIES)
 
 
 def passwd_group(
-    acc: _Accounts, passwd: Entry | None = None, group: Entry | None = None
+    acc: _Accounts, passwd: Entry | None = None, group: Entry | None = None, *, root_at_boot: bool = False
 ) -> tuple[bytes, bytes]:
-    """passwd and group files: a package's own files (if planned) first, then sysusers entries they lack."""
+    """passwd and group files: a package's own files (if planned) first, then sysusers entries they lack.
+    With `root_at_boot` the passwd file has no root line (sysusers adds it at boot; its group stays)."""
     root = User("root", 0, 0, "", "/root", "/bin/sh")
     users = {"root": root, **acc.users}
     groups = {"root": 0, **acc.groups}
-    pw_lines = [":".join(f) for f in _existing(passwd)]
-    have = {f[0] for f in _existing(passwd)}
+    existing = [f for f in _existing(passwd) if not (root_at_boot and f[0] == "root")]
+    pw_lines = [":".join(f) for f in existing]
+    have = {f[0] for f in existing} | ({"root"} if root_at_boot else set())
     for u in sorted(users.values(), key=lambda u: (u.uid, u.name)):
         if u.name not in have:
             pw_lines.append(f"{u.name}:x:{u.uid}:{u.gid}:{u.gecos}:{u.home}:{u.shell}")

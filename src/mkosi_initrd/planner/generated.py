@@ -6,7 +6,8 @@
 - /sysroot and the usual mount points, /dev/console (the kernel opens it for PID 1's stdio
   before devtmpfs is mounted)
 - usr-merge symlinks (/bin → usr/bin ...) exactly as the root has them
-- /etc/passwd, /etc/group: the users and groups the included packages declare in sysusers.d
+- /etc/passwd, /etc/group: the users and groups the included packages declare in sysusers.d, root
+  left to systemd-sysusers at boot so it takes a passwd.* credential
   (accounts.py)
 - the extra tree in resources/extra (presets, dm udev rule, cryptsetup credential drop-ins;
   resources/extra-systemd-N only for systemd >= N, so older ones log no unknown settings)
