@@ -3,7 +3,8 @@
 Generic builds from the trixie fixture (`--root T --generic`, the profiles a layout needs), on the
 core roots of the boot matrix (tests/boot/matrix.py: the same disks and command lines): plain ext4,
 LUKS2 (`rd.luks.uuid=` + `rd.luks.key=`, the key in an appended cpio: a generic initrd carries no
-crypttab), LVM, RAID1; and a UKI on trixie's systemd-stub 257 under OVMF.
+crypttab), LVM, RAID1; and a UKI on trixie's systemd-stub 257 under OVMF. The LUKS2 root also opens with
+no key file at all, from a `cryptsetup.passphrase` credential (without it, the boot stops at the prompt).
 """
 
 from __future__ import annotations
@@ -71,3 +72,23 @@ def test_trixie_uki_boots_under_ovmf_on_its_own_stub(trixie: TrixieRoot, tmp_pat
     log = result.log_path.read_text(errors="replace")
     assert f"Command line: {cmdline}" in log  # from .cmdline: nothing else passes one
     assert f"Linux version {trixie.kver}" in log and "systemd 257" in log
+
+
+def test_a_cryptsetup_passphrase_credential_unlocks_the_luks_root(
+    trixie: TrixieRoot, tmp_path: Path
+) -> None:
+    """No key file anywhere: systemd-cryptsetup takes the passphrase from the `cryptsetup.passphrase`
+    system credential, which our drop-in imports (`ImportCredential=cryptsetup.*`, systemd >= 254)."""
+    case = matrix.CASES["luks-cmdline"]
+    initrd = tmp_path / "initrd"
+    build(trixie, initrd, *(a for p in case.profiles for a in ("--profile", p)))
+    passphrase = stacked.LUKS_KEY.decode()  # a key file's bytes are its passphrase
+    cmdline = case.cmdline.replace(f" rd.luks.key={matrix.KEY_PATH}", "")
+    assert "rd.luks.key" not in cmdline
+    cmdline += f" systemd.set_credential=cryptsetup.passphrase:{passphrase}"
+    result = boot(
+        trixie.kernel, initrd, case.disk_images(), cmdline, timeout=case.timeout, name="trixie-luks-cred"
+    )
+    assert result.passed, result.explain()  # a passphrase prompt ends the boot (FAIL_PATTERNS)
+    assert result.facts.get("label") == case.expect_label and result.facts.get("src") == case.expect_src
+    assert "systemd 257" in result.log_path.read_text(errors="replace")
