@@ -12,9 +12,11 @@ Ours use --no-cache except the cached case, which builds once to fill a scratch 
 hits.
 
 --trixie adds the Debian 13 root (tests/fixtures/trixie.py: kernel 6.12 with .ko.xz modules): our
-generic build of it cold (--no-cache) and warm (cache hits), and trixie's own dracut building the same
-kernel in that root (installed into a throw-away overlay chroot), with the ratios to our generic build
-of the host's uncompressed kernel in the same run. --trixie-only runs those and that one host case.
+generic build of it cold (--no-cache) and warm (cache hits), the same root with its modules decompressed
+(tests/fixtures/trixie_ko.py) cold, and trixie's own dracut building the same kernel in that root
+(installed into a throw-away overlay chroot), with the ratios to the decompressed root and to our
+generic build of the host's uncompressed kernel in the same run. --trixie-only runs those and that one
+host case.
 """
 
 from __future__ import annotations
