@@ -94,7 +94,7 @@ def _put(out: bytearray, prefix: bytes, own: list[tuple[int, bytes]], offsets: l
     if prefix:
         out += prefix + b"\0"
     if offsets:
-        out += b"".join(_U32.pack(o) for o in offsets)
+        out += struct.pack(f">{len(offsets)}I", *offsets)
     if own:
         out += _U32.pack(len(own))
         for priority, value in own:

@@ -16,6 +16,7 @@ files, the headers depmod writes, a depmod whose format is known (`kmod` is its 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -142,15 +143,16 @@ def _module_order(moddir: Path, installed: set[str]) -> list[str] | None:
 
 def _symbols(path: Path) -> dict[str, str]:
     """modules.symbols: symbol → the module that exports it."""
-    return {key.removeprefix("symbol:"): module for key, module in _pairs(path.read_text())}
+    return dict(_SYMBOL_LINE.findall(path.read_text()))
 
 
-def _pairs(text: str) -> Iterator[tuple[str, str]]:
+_ALIAS_LINE = re.compile(r"^alias (\S+) (\S+)$", re.M)
+_SYMBOL_LINE = re.compile(r"^alias symbol:(\S+) (\S+)$", re.M)
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
     """`alias KEY MODULE` lines."""
-    for line in text.splitlines():
-        if line.startswith("alias "):
-            _, key, module = line.split(" ", 2)
-            yield key, module
+    return _ALIAS_LINE.findall(text)
 
 
 def _texts(moddir: Path, kmod: int, idx: dict[str, int]) -> dict[str, str] | None:
