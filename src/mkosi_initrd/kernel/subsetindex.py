@@ -34,6 +34,7 @@ _HEADERS = {
     "modules.weakdep": "# Weak dependencies extracted from modules themselves.\n",
     "modules.symbols": "# Aliases for symbols, used by symbol_request().\n",
 }
+_KERNEL_BUILD_FILES = ("modules.order", "modules.builtin", "modules.builtin.modinfo")
 _DEVNAME_HEADER = "# Device nodes to trigger on-demand module loading.\n"
 
 
@@ -43,19 +44,16 @@ def _text_files(kmod: int) -> tuple[str, ...]:
 
 
 def usable(moddir: Path, kmod: int, module_files: Sequence[Path]) -> bool:
-    """The cheap checks, before anything is read: depmod's version, the index files there and not
-    older than the subset's module files (a module replaced after depmod ran)."""
+    """The cheap checks, before anything is read: depmod's version, the index files there, and
+    depmod's own not older than the subset's module files (a module replaced after depmod ran).
+    The kernel build's files (modules.order, modules.builtin*) come with the modules: not compared."""
     if kmod not in KMOD_VERSIONS:
         return False
-    needed = (
-        "modules.dep",
-        "modules.order",
-        "modules.builtin",
-        "modules.builtin.modinfo",
-        *_text_files(kmod),
-    )
+    written = ("modules.dep", *_text_files(kmod))
     try:
-        oldest_index = min((moddir / n).stat().st_mtime_ns for n in needed)
+        if not all((moddir / n).is_file() for n in _KERNEL_BUILD_FILES):
+            return False
+        oldest_index = min((moddir / n).stat().st_mtime_ns for n in written)
         newest_module = max((p.stat().st_mtime_ns for p in module_files), default=0)
     except OSError:
         return False
