@@ -99,9 +99,12 @@ def subset_dep(
     if replayed is None:
         return None
     index, pushed = replayed
+    at = index.__getitem__
     for deps in full.values():
-        if any(index[a] > index[b] for a, b in zip(deps, deps[1:], strict=False)):
-            return None  # the replay is not what this kernel's depmod did
+        if len(deps) > 1:
+            placed = list(map(at, deps))
+            if placed != sorted(placed):
+                return None  # the replay is not what this kernel's depmod did
 
     def subset_push(rel: str, ready: list[str]) -> list[str] | None:
         if pushed[rel].issuperset(ready):
