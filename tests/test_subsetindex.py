@@ -241,3 +241,19 @@ def test_an_unknown_depmod_or_a_missing_index_file_is_not_used(copied: Path) -> 
     assert usable(copied, _kmod(), [module])
     (copied / "modules.builtin").unlink()
     assert not usable(copied, _kmod(), [module])
+
+
+@pytest.mark.slow
+def test_the_whole_trixie_kernel_gives_back_trixies_own_index(trixie: TrixieRoot) -> None:
+    """kmod 34 (trixie's, which wrote that index inside the root) lays the tries out in pre-order,
+    this machine's depmod in post-order: the whole kernel as the subset, with trixie's version, must
+    give back every index file trixie's depmod wrote."""
+    index = load_index(trixie.modules, trixie.kver)
+    ours = subset_index(index, sorted(index.paths.values()), 34)
+    assert ours is not None
+    theirs = {n: (trixie.modules / n).read_bytes() for n in ours}
+    assert sorted(ours) == sorted(
+        p.name for p in trixie.modules.glob("modules.*") if p.name not in _COPIED
+    ), "trixie's depmod wrote other files"
+    for name in sorted(theirs):
+        assert ours[name] == theirs[name], f"{name} differs from trixie's own"
