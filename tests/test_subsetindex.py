@@ -215,6 +215,15 @@ def test_a_module_missing_from_modules_order_is_not_used(copied: Path) -> None:
     assert subset_index(index, _some_subset(index), _kmod()) is None
 
 
+def test_index_files_naming_a_module_modules_dep_lacks_are_not_used(copied: Path) -> None:
+    """modules.alias from another depmod run than modules.dep (or module names derived otherwise
+    than here) would leave lines out silently: any such line is refused."""
+    with (copied / "modules.alias").open("a") as f:
+        f.write("alias pci:v0000FFFFd*sv*sd*bc*sc*i* no_such_module\n")
+    index = load_index(copied, copied.name)
+    assert subset_index(index, _some_subset(index), _kmod()) is None
+
+
 def test_a_module_newer_than_the_index_is_not_used(copied: Path, tmp_path: Path) -> None:
     module = next((copied / "kernel").rglob("*.ko*"))
     past = module.stat().st_mtime_ns

@@ -75,7 +75,7 @@ def subset_index(index: KernelIndex, relpaths: Sequence[str], kmod: int) -> dict
     if deps is None:
         return None
     idx = {names[r]: i for i, r in enumerate(subset)}
-    files = _texts(moddir, kmod, idx)
+    files = _texts(moddir, kmod, idx, set(names.values()))
     if files is None:
         return None
     dep_lines = [r + ":" + "".join(" " + d for d in deps[r]) for r in subset]
@@ -153,14 +153,16 @@ def _pairs(text: str) -> list[tuple[str, str]]:
     return _ALIAS_LINE.findall(text)
 
 
-def _texts(moddir: Path, kmod: int, idx: dict[str, int]) -> dict[str, str] | None:
-    """The text files' lines about the subset (`idx`: its module names)."""
+def _texts(moddir: Path, kmod: int, idx: dict[str, int], known: set[str]) -> dict[str, str] | None:
+    """The text files' lines about the subset (`idx`: its module names; `known`: all of them)."""
     out = {}
     for name in _text_files(kmod):
         text = (moddir / name).read_text()
         header = _HEADERS.get(name, "")
         if name == "modules.devname":
             lines = [line for line in text.splitlines(True) if not line.startswith("#")]
+            if not known.issuperset(_field(line, 0) for line in lines):
+                return None
             kept = [line for line in lines if _field(line, 0) in idx]
             out[name] = (_DEVNAME_HEADER if kept else "") + "".join(kept)
             continue
@@ -168,9 +170,12 @@ def _texts(moddir: Path, kmod: int, idx: dict[str, int]) -> dict[str, str] | Non
             return None
         lines = text[len(header) :].splitlines(True)
         if name in ("modules.alias", "modules.symbols"):  # `alias KEY MODULE`: the module is last
-            kept = [line for line in lines if line[line.rfind(" ") + 1 : -1] in idx]
+            modules = [line[line.rfind(" ") + 1 : -1] for line in lines]
         else:
-            kept = [line for line in lines if _field(line, 1) in idx]
+            modules = [_field(line, 1) for line in lines]
+        if not known.issuperset(modules):
+            return None  # a module modules.dep does not have: another depmod run, or names not ours
+        kept = [line for line, module in zip(lines, modules, strict=True) if module in idx]
         if name == "modules.symbols":
             kept.sort(key=lambda line: _symbol_slot(line))
         out[name] = header + "".join(kept)
