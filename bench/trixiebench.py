@@ -18,28 +18,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fixtures import trixie as fixture  # benchkernel put tests/ on sys.path
+from fixtures.trixie_ko import trixie_ko_root
 
 DRACUT_PACKAGES = ("dracut", "dracut-core", "dracut-install")
 DRACUT_OUT = "/tmp/bench-dracut.img"
 COLD, WARM, DRACUT = "trixie generic", "trixie cached", "dracut trixie chroot"
+KO = "trixie .ko generic"
 
 
 @dataclass(frozen=True)
 class TrixieBench:
     root: fixture.TrixieRoot
+    ko_root: fixture.TrixieRoot  # the same with `.ko` modules
     chroot: fixture.Chroot | None  # with dracut installed; None without dracut
 
     def cases(self) -> list[tuple[str, str, str, Callable[[Path], list[str]]]]:
         """(name, tool, mode, command) for bench_all's Case."""
         t = self.root
 
-        def ours(*extra: str) -> Callable[[Path], list[str]]:
+        def ours(root: Path, *extra: str) -> Callable[[Path], list[str]]:
             return lambda out: [
-                sys.executable, "-m", "mkosi_initrd", "--root", str(t.root), "-k", t.kver, "--generic",
+                sys.executable, "-m", "mkosi_initrd", "--root", str(root), "-k", t.kver, "--generic",
                 "-o", str(out), *extra,
             ]  # fmt: skip
 
-        out = [(COLD, "ours", "trixie", ours("--no-cache")), (WARM, "ours", "cached", ours())]
+        out = [
+            (COLD, "ours", "trixie", ours(t.root, "--no-cache")),
+            (KO, "ours", "trixie", ours(self.ko_root.root, "--no-cache")),
+            (WARM, "ours", "cached", ours(t.root)),
+        ]
         if self.chroot is not None:
             c = self.chroot
             dracut = [
@@ -71,19 +78,24 @@ class TrixieBench:
             return min(times[a]) / min(times[b]), statistics.median(times[a]) / statistics.median(times[b])
 
         out = {
+            "trixie cold/trixie .ko cold": ratio(COLD, KO),
             "trixie cold/host generic": ratio(COLD, "ours generic"),
+            "trixie .ko cold/host generic": ratio(KO, "ours generic"),
             "trixie warm/host generic": ratio(WARM, "ours generic"),
         }
         if DRACUT in times:
             out["dracut trixie/trixie cold"] = ratio(DRACUT, COLD)
         print()
-        print(f"trixie ({self.root.kver}, .ko.xz) against our host generic build (uncompressed .ko):")
+        print(
+            f"trixie ({self.root.kver}, .ko.xz) against the same root with .ko modules, and against our"
+            " host generic build (uncompressed .ko):"
+        )
         for name, (lo, med) in out.items():
-            print(f"  {name:27}: min {lo:5.2f}x, median {med:5.2f}x")
+            print(f"  {name:28}: min {lo:5.2f}x, median {med:5.2f}x")
         if DRACUT in sizes:
             o, d = sizes[COLD], sizes[DRACUT]
             print(
-                f"  size ours/dracut (trixie)  : {o[0] / d[0]:.2f} compressed,"
+                f"  size ours/dracut (trixie)   : {o[0] / d[0]:.2f} compressed,"
                 f" {o[1] / max(d[1], 1):.2f} uncompressed"
             )
         return out
@@ -98,10 +110,11 @@ def trixie_bench(enabled: bool, skip_dracut: bool) -> Iterator[TrixieBench | Non
     if missing:
         sys.exit(f"the Debian 13 cases need {' '.join(missing)}")
     root = fixture.trixie_root()
+    ko_root = trixie_ko_root()
     with ExitStack() as stack:
         chroot = None
         if not skip_dracut:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-trixie-")))
             chroot = stack.enter_context(fixture.chroot(root, tmp))
             fixture.install_tree(chroot, [(fixture.unpacked_packages(*DRACUT_PACKAGES), "/")])
-        yield TrixieBench(root, chroot)
+        yield TrixieBench(root, ko_root, chroot)

@@ -133,7 +133,7 @@ def start_kernel(config: Config) -> PendingKernel:
     add_config_softdeps(index, config.root)
     selection = select_modules(config, index)
     entries, sources = _module_entries(config, index, selection)
-    regeneration = Regeneration(index.moddir, index.kver, sources)
+    regeneration = Regeneration(index.moddir, index.kver, sources, index)
     try:
         return PendingKernel(_kernel_part(config, index, selection, entries), regeneration)
     except BaseException:
