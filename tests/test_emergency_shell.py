@@ -118,29 +118,30 @@ def test_without_a_credential_the_emergency_shell_opens_at_enter(trixie: TrixieR
     assert "Finished systemd-sysusers.service" in log and "root password" not in log
 
 
-@pytest.mark.boot
-def test_a_hashed_password_credential_guards_the_emergency_shell(trixie: TrixieRoot, tmp_path: Path) -> None:
-    initrd = _build(tmp_path / "initrd", "--root", str(trixie.root), "-k", trixie.kver)
-    cmdline = f"{EMERGENCY} systemd.set_credential=passwd.hashed-password.root:{_hashed(PASSWORD)}"
+def _password_boot(kernel: Path, initrd: Path, credential: str, name: str) -> str:
+    """Boot to the emergency shell with `credential` (NAME:VALUE): a wrong password is refused, then
+    PASSWORD opens the shell; returns the console log."""
+    cmdline = f"{EMERGENCY} systemd.set_credential={credential}"
     steps = _shell_steps("not-the-password", PASSWORD)
-    result = converse(
-        trixie.kernel, initrd, [], cmdline, steps, SHELL_MARKER, timeout=180, name="trixie-shell-password"
-    )
-    assert result.passed, result.explain()
-    log = result.log_path.read_text(errors="replace")
-    assert log.count("Login incorrect") == 1 and "systemd 257" in log
-
-
-@pytest.mark.boot
-def test_a_plaintext_password_credential_guards_the_shell_on_systemd_252(
-    host_kernel: HostKernel, tmp_path: Path
-) -> None:
-    initrd = _build(tmp_path / "initrd", "-k", host_kernel.kver)
-    cmdline = f"{EMERGENCY} systemd.set_credential=passwd.plaintext-password.root:{PASSWORD}"
-    steps = _shell_steps("wrong", PASSWORD)
-    result = converse(
-        host_kernel.image, initrd, [], cmdline, steps, SHELL_MARKER, timeout=180, name="host-shell-password"
-    )
+    result = converse(kernel, initrd, [], cmdline, steps, SHELL_MARKER, timeout=180, name=name)
     assert result.passed, result.explain()
     log = result.log_path.read_text(errors="replace")
     assert log.count("Login incorrect") == 1 and "Finished systemd-sysusers.service" in log
+    return log
+
+
+@pytest.mark.boot
+def test_a_hashed_password_credential_guards_the_emergency_shell(trixie: TrixieRoot, tmp_path: Path) -> None:
+    initrd = _build(tmp_path / "initrd", "--root", str(trixie.root), "-k", trixie.kver)
+    credential = f"passwd.hashed-password.root:{_hashed(PASSWORD)}"
+    assert "systemd 257" in _password_boot(trixie.kernel, initrd, credential, "trixie-shell-password")
+
+
+@pytest.mark.boot
+def test_a_plaintext_password_credential_guards_the_shell_on_the_host_systemd(
+    host_kernel: HostKernel, tmp_path: Path
+) -> None:
+    initrd = _build(tmp_path / "initrd", "-k", host_kernel.kver)
+    _password_boot(
+        host_kernel.image, initrd, f"passwd.plaintext-password.root:{PASSWORD}", "host-shell-password"
+    )
