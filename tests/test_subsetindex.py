@@ -103,17 +103,24 @@ class _Counting:
         return self.real(elf)
 
 
+def _assert_all_same(
+    index: KernelIndex, subsets: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each subset's files are depmod's, and at least one needed a module's own symbol order."""
+    counting = _Counting()
+    monkeypatch.setattr(subsetindex, "needed_symbols", counting)
+    for what, rels in subsets.items():
+        _assert_same(index, rels, what)
+    assert counting.calls > 0, "no subset needed a module's own symbol order: that path is untested"
+
+
 def test_same_bytes_as_depmod_on_the_test_kernel(
     host_kernel: HostKernel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     index = load_index(Path("/usr/lib/modules") / host_kernel.kver, host_kernel.kver)
-    counting = _Counting()
-    monkeypatch.setattr(subsetindex, "needed_symbols", counting)
     subsets = _subsets(index, _generic(Path("/"), host_kernel.kver))
     subsets["whole kernel"] = sorted(index.paths.values())
-    for what, rels in subsets.items():
-        _assert_same(index, rels, what)
-    assert counting.calls > 0, "no subset needed a module's own symbol order: that path is untested"
+    _assert_all_same(index, subsets, monkeypatch)
 
 
 @pytest.mark.slow
@@ -121,11 +128,7 @@ def test_same_bytes_as_depmod_on_the_trixie_kernel(
     trixie: TrixieRoot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     index = load_index(trixie.modules, trixie.kver)
-    counting = _Counting()
-    monkeypatch.setattr(subsetindex, "needed_symbols", counting)
-    for what, rels in _subsets(index, _generic(trixie.root, trixie.kver)).items():
-        _assert_same(index, rels, what)
-    assert counting.calls > 0, "no subset needed a module's own symbol order: that path is untested"
+    _assert_all_same(index, _subsets(index, _generic(trixie.root, trixie.kver)), monkeypatch)
 
 
 @pytest.mark.slow
