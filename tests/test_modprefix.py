@@ -15,7 +15,7 @@ from fixtures.kernel import HostKernel
 from fixtures.trixie import TrixieRoot
 from mkosi_initrd.errors import InitrdError
 from mkosi_initrd.kernel.modinfo import ModInfo, decompress, modinfo_section, parse_modinfo, read_modinfo
-from mkosi_initrd.kernel.modprefix import decoded_chunks, modinfo_from, prefix_modinfo
+from mkosi_initrd.kernel.modprefix import decoded_chunks, modinfo_from, modinfo_run, prefix_modinfo
 from prereq import require_program
 
 # (tool, suffix, arguments): what the kernel's Makefile.modinst and the distributions use.
@@ -117,3 +117,20 @@ def test_a_truncated_compressed_module_is_a_user_error(host_modules: list[Path],
     cut.write_bytes(data[:200])
     with pytest.raises(InitrdError, match="cannot read kernel module"):
         read_modinfo(cut)
+
+
+def test_the_run_spans_padding_longer_than_a_scan_block_and_stops_at_binary_neighbours() -> None:
+    zeros = bytes(3 * 4096 + 17)  # longer than the block the NUL scans step by
+    section = b"license=GPL\0" + zeros + b"firmware=a.bin\0\0\0vermagic=6.12 SMP\0" + zeros + b"name=m\0"
+    buf = b"\x01\x02binary" + zeros + section + zeros + b"\x7fELF\x03" + zeros
+    run = modinfo_run(buf, complete=True)
+    assert run == section.strip(b"\0") + b"\0"
+    assert parse_modinfo(run).firmware == ("a.bin",)
+    # Cut inside the trailing zeros, the run may still go on: decode more.
+    assert modinfo_run(buf[: len(buf) - len(zeros) - 8], complete=False) is None
+    assert modinfo_run(buf[: buf.index(b"name=m") + 3], complete=False) is None
+
+
+def test_a_section_glued_to_its_binary_neighbour_keeps_its_first_string() -> None:
+    buf = b"\x00\x00\x13\x37junklicense=GPL\0vermagic=6.12\0name=m\0\x00\x00\xff\xfe"
+    assert modinfo_run(buf, complete=True) == b"license=GPL\0vermagic=6.12\0name=m\0"

@@ -29,6 +29,9 @@ CHUNK = 16 * 1024
 _VERMAGIC = b"\0vermagic="
 _KEY = re.compile(rb"[A-Za-z0-9_]+=")
 _USED_KEY = re.compile(rb"(?:depends|softdep|weakdep|firmware|alias|license|description|author)=")
+_NON_NUL = re.compile(rb"[^\0]")
+_BLOCK = 4096
+_ZEROS = bytes(_BLOCK)
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -67,30 +70,69 @@ def decoded_chunks(data: bytes) -> Iterator[bytes]:
 
 def modinfo_run(buf: bytes | bytearray, complete: bool) -> bytes | None:
     """The `key=value` run around `vermagic=` in the decoded prefix `buf`; None while it may go on
-    past the end of `buf` (or no `vermagic=` is in it yet), unless `complete` (the whole module)."""
+    past the end of `buf` (or no `vermagic=` is in it yet), unless `complete` (the whole module).
+
+    NUL runs inside the section (padding) and the zero-filled neighbours are stepped over with
+    C-speed scans: a walk string by string spent 3x the xz decoding itself on those NULs."""
     at = buf.find(_VERMAGIC)
     if at < 0:
         return None
-    start = at
-    head = b""
-    for piece in reversed(bytes(buf[:at]).split(b"\0")):
-        if piece and not _KEY.match(piece):
+    start, head = _run_start(buf, at)
+    end = _run_end(buf, at + 1, complete)
+    if end is None:
+        return None
+    # The zero padding of the neighbouring sections is not the section's.
+    return head + bytes(buf[start:end]).strip(b"\0") + b"\0"
+
+
+def _run_start(buf: bytes | bytearray, at: int) -> tuple[int, bytes]:
+    """Where the run ending at the NUL `buf[at]` starts, going back over `key=value` strings and
+    NULs; and the head of a section glued to the previous one (see below)."""
+    start = pos = at  # buf[pos] is the NUL after the string before it
+    while pos > 0:
+        if buf[pos - 1] == 0:
+            pos = _nuls_before(buf, pos)
+            continue
+        prev = buf.rfind(b"\0", 0, pos)
+        piece = buf[prev + 1 : pos]
+        if not _KEY.match(piece):
             # The section may start right after the previous one's last byte, with no NUL between:
             # its first string is this piece's tail, from a key this project reads.
             if m := _USED_KEY.search(piece):
-                head = piece[m.start() :] + b"\0"
+                return start, bytes(piece[m.start() :]) + b"\0"
+            return start, b""
+        start = pos = prev + 1
+        if prev < 0:
             break
-        start -= len(piece) + 1
-    end = at + 1
-    pieces = bytes(buf[at + 1 :]).split(b"\0")
-    for i, piece in enumerate(pieces):
-        if i == len(pieces) - 1 and not complete:
-            return None  # the last piece may be cut off: decode more
-        if piece and not _KEY.match(piece):
-            break
-        end += len(piece) + 1
-    # The zero padding of the neighbouring sections is not the section's.
-    return head + bytes(buf[start + 1 : end]).strip(b"\0") + b"\0"
+        pos = prev
+    return start, b""
+
+
+def _nuls_before(buf: bytes | bytearray, pos: int) -> int:
+    """The start of the run of NULs that ends at `pos`."""
+    while pos >= _BLOCK and buf[pos - _BLOCK : pos] == _ZEROS:
+        pos -= _BLOCK
+    lo = max(0, pos - _BLOCK)
+    return lo + len(buf[lo:pos].rstrip(b"\0"))
+
+
+def _run_end(buf: bytes | bytearray, pos: int, complete: bool) -> int | None:
+    """The end of the run of `key=value` strings and NULs from `pos`; None if it may go on past the
+    end of `buf` and `buf` is not `complete`."""
+    end = pos
+    while True:
+        m = _NON_NUL.search(buf, pos)
+        if m is None:  # NULs up to the end
+            return end if complete else None
+        pos = m.start()
+        nul = buf.find(b"\0", pos)
+        if nul < 0:  # the last string may be cut off: decode more
+            if not complete:
+                return None
+            nul = len(buf)
+        if not _KEY.match(buf, pos, nul):
+            return end
+        end = pos = nul + 1
 
 
 def prefix_modinfo(data: bytes, name: str) -> bytes | None:
