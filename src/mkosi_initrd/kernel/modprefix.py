@@ -101,10 +101,8 @@ def _run_start(buf: bytes | bytearray, at: int) -> tuple[int, bytes]:
             if m := _USED_KEY.search(piece):
                 return start, bytes(piece[m.start() :]) + b"\0"
             return start, b""
-        start = pos = prev + 1
-        if prev < 0:
-            break
-        pos = prev
+        start = prev + 1
+        pos = max(prev, 0)
     return start, b""
 
 
