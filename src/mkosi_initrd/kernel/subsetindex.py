@@ -71,11 +71,12 @@ def subset_index(index: KernelIndex, relpaths: Sequence[str], kmod: int) -> dict
         return None  # not closed under modules.dep
     subset = [r for r in order if r in subset_set]
     names = {r: modname(r) for r in full}
-    deps = subset_dep(full, order, subset, _symbol_order(moddir, full, names))
+    texts = {name: (moddir / name).read_text() for name in _text_files(kmod)}
+    deps = subset_dep(full, order, subset, _symbol_order(moddir, full, names, texts["modules.symbols"]))
     if deps is None:
         return None
     idx = {names[r]: i for i, r in enumerate(subset)}
-    files = _texts(moddir, kmod, idx, set(names.values()))
+    files = _texts(texts, idx, set(names.values()))
     if files is None:
         return None
     dep_lines = [r + ":" + "".join(" " + d for d in deps[r]) for r in subset]
@@ -103,10 +104,10 @@ def subset_index(index: KernelIndex, relpaths: Sequence[str], kmod: int) -> dict
 
 
 def _symbol_order(
-    moddir: Path, full: dict[str, list[str]], names: dict[str, str]
+    moddir: Path, full: dict[str, list[str]], names: dict[str, str], symbols_text: str
 ) -> Callable[[str], list[str] | None]:
     """deporder's `direct_deps`: a module's dependencies in the order its needed symbols name them
-    (depmod's), from its ELF symbols and modules.symbols (read when first needed)."""
+    (depmod's), from its ELF symbols and modules.symbols (parsed when first needed)."""
     lookup: list[tuple[dict[str, str], dict[str, str]]] = []
 
     def direct_deps(rel: str) -> list[str] | None:
@@ -114,7 +115,7 @@ def _symbol_order(
         if symbols is None:
             return None
         if not lookup:
-            lookup.append((_symbols(moddir / "modules.symbols"), {names[r]: r for r in full}))
+            lookup.append((dict(_SYMBOL_LINE.findall(symbols_text)), {names[r]: r for r in full}))
         owners, by_name = lookup[0]
         out: dict[str, None] = {}
         for s in symbols:
@@ -139,13 +140,8 @@ def _module_order(moddir: Path, installed: set[str]) -> list[str] | None:
     return out if len(out) == len(installed) == len(set(out)) else None
 
 
-def _symbols(path: Path) -> dict[str, str]:
-    """modules.symbols: symbol → the module that exports it."""
-    return dict(_SYMBOL_LINE.findall(path.read_text()))
-
-
 _ALIAS_LINE = re.compile(r"^alias (\S+) (\S+)$", re.M)
-_SYMBOL_LINE = re.compile(r"^alias symbol:(\S+) (\S+)$", re.M)
+_SYMBOL_LINE = re.compile(r"^alias symbol:(\S+) (\S+)$", re.M)  # symbol, the module exporting it
 
 
 def _pairs(text: str) -> list[tuple[str, str]]:
@@ -153,11 +149,10 @@ def _pairs(text: str) -> list[tuple[str, str]]:
     return _ALIAS_LINE.findall(text)
 
 
-def _texts(moddir: Path, kmod: int, idx: dict[str, int], known: set[str]) -> dict[str, str] | None:
+def _texts(texts: dict[str, str], idx: dict[str, int], known: set[str]) -> dict[str, str] | None:
     """The text files' lines about the subset (`idx`: its module names; `known`: all of them)."""
     out = {}
-    for name in _text_files(kmod):
-        text = (moddir / name).read_text()
+    for name, text in texts.items():
         header = _HEADERS.get(name, "")
         if name == "modules.devname":
             lines = [line for line in text.splitlines(True) if not line.startswith("#")]
