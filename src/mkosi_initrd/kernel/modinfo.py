@@ -20,15 +20,12 @@ from pathlib import Path
 import zstandard
 
 from mkosi_initrd.errors import InitrdError
-from mkosi_initrd.kernel.modprefix import prefix_modinfo
+from mkosi_initrd.kernel.modprefix import GZIP_MAGIC, XZ_MAGIC, ZSTD_MAGIC, prefix_modinfo
 
 COMPRESSED_SUFFIXES = (".xz", ".zst", ".gz")
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
 _READ_ERRORS = (OSError, ValueError, struct.error, lzma.LZMAError, zstandard.ZstdError, zlib.error, EOFError)
-_XZ_MAGIC = b"\xfd7zXZ\x00"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -45,12 +42,12 @@ class ModInfo:
 
 def decompress(data: bytes) -> bytes:
     """A module's ELF bytes, recognised by magic like libkmod does (not by file name)."""
-    if data.startswith(_XZ_MAGIC):
+    if data.startswith(XZ_MAGIC):
         return lzma.decompress(data)
-    if data.startswith(_ZSTD_MAGIC):
+    if data.startswith(ZSTD_MAGIC):
         # Module zstd frames may lack a content size: stream-decompress.
         return zstandard.ZstdDecompressor().decompressobj().decompress(data)
-    if data.startswith(_GZIP_MAGIC):
+    if data.startswith(GZIP_MAGIC):
         return gzip.decompress(data)
     return data
 

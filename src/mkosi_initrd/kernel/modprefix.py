@@ -32,14 +32,15 @@ _USED_KEY = re.compile(rb"(?:depends|softdep|weakdep|firmware|alias|license|desc
 _NON_NUL = re.compile(rb"[^\0]")
 _BLOCK = 4096
 _ZEROS = bytes(_BLOCK)
-_XZ_MAGIC = b"\xfd7zXZ\x00"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_GZIP_MAGIC = b"\x1f\x8b"
+# How libkmod tells a compressed module (by magic, not by file name); modinfo.py uses them too.
+XZ_MAGIC = b"\xfd7zXZ\x00"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def decoded_chunks(data: bytes) -> Iterator[bytes]:
     """A compressed module's ELF bytes, CHUNK at a time (recognised by magic, like libkmod)."""
-    if data.startswith(_XZ_MAGIC):
+    if data.startswith(XZ_MAGIC):
         xz = lzma.LZMADecompressor()
         out = xz.decompress(data, max_length=CHUNK)
         while True:
@@ -49,12 +50,12 @@ def decoded_chunks(data: bytes) -> Iterator[bytes]:
             if xz.needs_input:
                 raise EOFError("truncated xz stream")
             out = xz.decompress(b"", max_length=CHUNK)
-    elif data.startswith(_ZSTD_MAGIC):
+    elif data.startswith(ZSTD_MAGIC):
         # Module zstd frames may lack a content size: a stream reader does not need one.
         with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
             while out := reader.read(CHUNK):
                 yield out
-    elif data.startswith(_GZIP_MAGIC):
+    elif data.startswith(GZIP_MAGIC):
         gz = zlib.decompressobj(wbits=31)
         out = gz.decompress(data, CHUNK)
         while True:
